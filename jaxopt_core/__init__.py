@@ -1,0 +1,94 @@
+"""jaxopt_core: pure, jit-compiled, vmappable optimizers for JAX.
+
+Optimizers are ``(init, update)`` pairs over pytrees with optax's shape; their
+hyperparameters are data, so learning-rate sweeps are one ``jax.vmap``.
+
+Example:
+    >>> import jax, jax.numpy as jnp, jaxopt_core as jc
+    >>> opt = jc.adam(1e-2)
+    >>> params = {"w": jnp.ones(3)}
+    >>> state = opt.init(params)
+    >>> grads = jax.grad(lambda p: jnp.sum(p["w"] ** 2))(params)
+    >>> updates, state = opt.update(grads, state, params)
+    >>> params = jc.apply_updates(params, updates)
+"""
+
+from jaxopt_core.base import EmptyState, Optimizer, apply_updates, chain, identity
+from jaxopt_core.masks import resolve_mask, weights_only_mask
+from jaxopt_core.optimizers import adagrad, adam, adamw, rmsprop, sgd
+from jaxopt_core.schedules import (
+    constant_schedule,
+    cosine_decay_schedule,
+    exponential_decay,
+    linear_schedule,
+    piecewise_constant_schedule,
+    warmup_cosine_decay_schedule,
+)
+from jaxopt_core.transforms import (
+    AddDecayedWeightsState,
+    ScaleByAdamState,
+    ScaleByRmsState,
+    ScaleByRssState,
+    ScheduleState,
+    TraceState,
+    add_decayed_weights,
+    safe_increment,
+    scale,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_schedule,
+    scale_by_stddev,
+    trace,
+)
+
+# -- regularization and proximal methods (issue 3) --
+
+# -- training and sweeps (issue 4) --
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # protocol
+    "Optimizer",
+    "EmptyState",
+    "apply_updates",
+    "chain",
+    "identity",
+    # optimizers
+    "adagrad",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "sgd",
+    # building blocks
+    "AddDecayedWeightsState",
+    "ScaleByAdamState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "ScheduleState",
+    "TraceState",
+    "add_decayed_weights",
+    "safe_increment",
+    "scale",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_rms",
+    "scale_by_rss",
+    "scale_by_schedule",
+    "scale_by_stddev",
+    "trace",
+    # schedules
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "exponential_decay",
+    "linear_schedule",
+    "piecewise_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    # masks
+    "resolve_mask",
+    "weights_only_mask",
+    # -- issue 3 names --
+    # -- issue 4 names --
+]

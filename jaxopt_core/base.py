@@ -1,0 +1,144 @@
+"""The optimizer protocol: ``Optimizer(init, update)``, ``chain`` and ``apply_updates``.
+
+An optimizer is a pair of pure functions over pytrees::
+
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    params = apply_updates(params, updates)
+
+This is the same shape as :class:`optax.GradientTransformation`, so a jaxopt_core
+optimizer can be used anywhere optax expects one (``optax.chain``, flax's
+``nnx.Optimizer``, equinox training loops) and optax transforms can be used in
+:func:`chain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Params = Any
+Updates = Any
+OptState = Any
+
+
+class Optimizer(NamedTuple):
+    """A pure optimizer: ``init(params) -> state`` and
+    ``update(grads, state, params=None) -> (updates, new_state)``.
+
+    ``updates`` are *added* to the params (the sign of the step is already in
+    them), as in optax. Both functions are pure and work on any pytree, so they
+    can be jitted, vmapped and differentiated.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxopt_core as jc
+        >>> opt = jc.sgd(0.1)
+        >>> params = {"w": jnp.ones(2)}
+        >>> state = opt.init(params)
+        >>> updates, state = opt.update({"w": jnp.ones(2)}, state, params)
+        >>> jc.apply_updates(params, updates)["w"]
+        Array([0.9, 0.9], dtype=float32)
+    """
+
+    init: Callable[[Params], OptState]
+    update: Callable[..., tuple[Updates, OptState]]
+
+
+class EmptyState(NamedTuple):
+    """State of a transform that keeps none."""
+
+
+def identity() -> Optimizer:
+    """The transform that leaves updates unchanged (state: :class:`EmptyState`).
+
+    Example:
+        >>> import jax.numpy as jnp, jaxopt_core as jc
+        >>> jc.identity().update(jnp.ones(2), jc.EmptyState())[0]
+        Array([1., 1.], dtype=float32)
+    """
+
+    def init(params):
+        del params
+        return EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return updates, state
+
+    return Optimizer(init, update)
+
+
+def chain(*transforms: Any) -> Optimizer:
+    r"""Compose transforms left to right: :math:`u = T_n(\dots T_2(T_1(g)))`.
+
+    Each element may be a jaxopt_core :class:`Optimizer` or any object with
+    optax's ``init``/``update`` shape (an ``optax.GradientTransformation``).
+    The state is the tuple of the members' states.
+
+    Example:
+        >>> import jax.numpy as jnp, optax, jaxopt_core as jc
+        >>> opt = jc.chain(optax.clip_by_global_norm(1.0), jc.scale_by_adam(),
+        ...                jc.scale_by_learning_rate(1e-3))
+        >>> state = opt.init({"w": jnp.zeros(3)})
+    """
+    for i, t in enumerate(transforms):
+        if not (callable(getattr(t, "init", None)) and callable(getattr(t, "update", None))):
+            raise TypeError(
+                f"chain: argument {i} must have init and update functions "
+                f"(a jaxopt_core.Optimizer or optax.GradientTransformation), got {t!r}"
+            )
+
+    def init(params):
+        return tuple(t.init(params) for t in transforms)
+
+    def update(updates, state, params=None):
+        if not isinstance(state, tuple) or len(state) != len(transforms):
+            raise ValueError(
+                f"chain of {len(transforms)} transforms got a state that is not a tuple "
+                f"of {len(transforms)} states: {jax.tree.structure(state)}"
+            )
+        new_state = []
+        for t, s in zip(transforms, state):
+            updates, s = t.update(updates, s, params)
+            new_state.append(s)
+        return updates, tuple(new_state)
+
+    return Optimizer(init, update)
+
+
+def apply_updates(params: Params, updates: Updates) -> Params:
+    """Return ``params + updates``, leaf by leaf, in each parameter's own dtype.
+
+    The sum is taken in the promoted dtype (an update computed in float32 for a
+    bfloat16 parameter is added before rounding) and cast back, so a parameter
+    never changes dtype. ``None`` leaves of ``params`` stay ``None``.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxopt_core as jc
+        >>> p = {"w": jnp.ones(2, jnp.bfloat16), "b": None}
+        >>> jc.apply_updates(p, {"w": jnp.full(2, 0.5), "b": None})["w"].dtype
+        dtype(bfloat16)
+    """
+
+    def add(p, u):
+        if p is None:
+            return None
+        p = jnp.asarray(p)
+        return jnp.asarray(p + u).astype(p.dtype)
+
+    return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
+
+
+def check_same_structure(grads: Updates, reference: Any, where: str) -> None:
+    """Raise a ``ValueError`` naming both structures when ``grads`` does not
+    have the structure of the tree the optimizer state was built for."""
+    g = jax.tree.structure(grads)
+    r = jax.tree.structure(reference)
+    if g != r:
+        raise ValueError(
+            f"{where}: the gradient tree does not match the optimizer state "
+            f"(was it initialised with other params?).\n  grads: {g}\n  state: {r}"
+        )
