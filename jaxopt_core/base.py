@@ -14,6 +14,7 @@ optimizer can be used anywhere optax expects one (``optax.chain``, flax's
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -49,6 +50,31 @@ class Optimizer(NamedTuple):
 
 class EmptyState(NamedTuple):
     """State of a transform that keeps none."""
+
+
+# Update functions whose result depends on how the params are split into
+# leaves (a mask, a per-leaf norm). ``fit`` and ``sweep`` keep such optimizers
+# on the user's tree instead of their flat one-buffer-per-dtype layout.
+_TREE_DEPENDENT: weakref.WeakSet = weakref.WeakSet()
+
+
+def mark_tree_dependent(opt: Optimizer) -> Optimizer:
+    """Declare that ``opt`` depends on the leaf structure of the params (it
+    uses a mask, or a per-leaf statistic), so training loops must not flatten
+    the params into one buffer for it. Returns ``opt``."""
+    _TREE_DEPENDENT.add(opt.update)
+    return opt
+
+
+def needs_tree_layout(opt: Any) -> bool:
+    """Whether ``opt`` was declared leaf-structure dependent (see
+    :func:`mark_tree_dependent`); :func:`chain` propagates the mark. Optax
+    transforms are not marked: pass ``layout="tree"`` for ones like
+    ``optax.masked``."""
+    try:
+        return opt.update in _TREE_DEPENDENT
+    except TypeError:
+        return False
 
 
 def identity() -> Optimizer:
@@ -106,7 +132,10 @@ def chain(*transforms: Any) -> Optimizer:
             new_state.append(s)
         return updates, tuple(new_state)
 
-    return Optimizer(init, update)
+    opt = Optimizer(init, update)
+    if any(needs_tree_layout(t) for t in transforms):
+        mark_tree_dependent(opt)
+    return opt
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jaxopt_core._checks import check_nonneg, check_number, check_unit
-from jaxopt_core.base import EmptyState, Optimizer, check_same_structure
+from jaxopt_core.base import EmptyState, Optimizer, check_same_structure, mark_tree_dependent
 from jaxopt_core.masks import Mask, resolve_mask
 
 Schedule = Callable[[jax.Array], ArrayLike]
@@ -472,4 +472,5 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None 
         grads = jax.tree.map(leaf, full, grads, params)
         return grads, AddDecayedWeightsState(count=safe_increment(state.count))
 
-    return Optimizer(init, update)
+    opt = Optimizer(init, update)
+    return opt if mask is None else mark_tree_dependent(opt)
