@@ -44,6 +44,24 @@ from jaxopt_core.transforms import (
 )
 
 # -- regularization and proximal methods (issue 3) --
+# isort: split
+from jaxopt_core.path import PathResult, regularization_path
+from jaxopt_core.prox import (
+    ProximalGradientState,
+    ProximalStepState,
+    prox_elastic_net,
+    prox_l1,
+    prox_l2,
+    proximal_gradient,
+    proximal_iterate,
+    proximal_step,
+)
+from jaxopt_core.regularization import (
+    elastic_net_penalty,
+    l1_penalty,
+    l2_penalty,
+    regularized,
+)
 
 # -- training and sweeps (issue 4) --
 
@@ -90,5 +108,19 @@ __all__ = [
     "resolve_mask",
     "weights_only_mask",
     # -- issue 3 names --
+    "PathResult",
+    "ProximalGradientState",
+    "ProximalStepState",
+    "elastic_net_penalty",
+    "l1_penalty",
+    "l2_penalty",
+    "prox_elastic_net",
+    "prox_l1",
+    "prox_l2",
+    "proximal_gradient",
+    "proximal_iterate",
+    "proximal_step",
+    "regularization_path",
+    "regularized",
     # -- issue 4 names --
 ]
