@@ -64,6 +64,8 @@ from jaxopt_core.regularization import (
 )
 
 # -- training and sweeps (issue 4) --
+from jaxopt_core.sweep import SweepResult, grid_product, seed_keys, sweep
+from jaxopt_core.train import FitResult, fit, make_train_step
 
 __version__ = "0.1.0"
 
@@ -123,4 +125,11 @@ __all__ = [
     "regularization_path",
     "regularized",
     # -- issue 4 names --
+    "FitResult",
+    "SweepResult",
+    "fit",
+    "grid_product",
+    "make_train_step",
+    "seed_keys",
+    "sweep",
 ]
