@@ -26,6 +26,16 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad", "proxima
 DEFAULT_RUNS = Path("jaxopt_core_runs")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` except where the help text says it in words
+    (defaults of None) and for on/off flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line: ``prog: error: message``."""
 
@@ -89,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     Example:
         >>> from jaxopt_core.cli import build_parser
         >>> args = build_parser().parse_args(["sweep", "--lr", "1e-3:1e-1:3"])
-        >>> [round(v, 4) for v in args.lr]
-        [0.001, 0.01, 0.1]
+        >>> [round(v, 4) for v in args.lr], args.l2, args.steps
+        ([0.001, 0.01, 0.1], [0.0], 300)
     """
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = _Formatter
     parser = _Parser(
         prog="jaxopt-core",
         description="Sweep learning rates (and L1/L2 strengths) of jaxopt_core optimizers "
@@ -123,13 +133,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
                        help="momentum is sgd with momentum=0.9; proximal_gradient applies "
                        "--l1/--l2 as exact proximal steps instead of loss penalties")
-        p.add_argument("--lr", type=_learning_rates, default=_learning_rates(lr_default),
-                       metavar="LR", help=f"learning rate(s): MIN:MAX:N (N log-spaced "
-                       f"values), a comma list or one value; default {lr_default}")
+        # String defaults go through `type` like command-line values, and
+        # --help shows them as typed.
+        p.add_argument("--lr", type=_learning_rates, default=lr_default, metavar="LR",
+                       help="learning rate(s): MIN:MAX:N (N log-spaced values), a comma "
+                       "list or one value")
         for name, what in (("l1", "L1 strength l1*sum|w|"), ("l2", "L2 strength l2*sum(w^2)/2")):
-            p.add_argument(f"--{name}", type=_strengths, default=[0.0], metavar=name.upper(),
+            p.add_argument(f"--{name}", type=_strengths, default="0", metavar=name.upper(),
                            help=f"{what} on the weights (not biases): a value, a comma "
-                           "list or MIN:MAX:N, crossed with the learning rates; default 0")
+                           "list or MIN:MAX:N, crossed with the learning rates")
         p.add_argument("--steps", type=_positive_int, default=steps_default,
                        help="optimizer steps per run")
         p.add_argument("--batch-size", type=_batch_size, default=128, metavar="N",
