@@ -54,9 +54,7 @@ def check_number(
         arr = _concrete(value)
     except TypeError:
         kinds = "a number, a JAX/NumPy array" + (" or a schedule" if allow_schedule else "")
-        raise TypeError(
-            f"{name} must be {kinds}; got {value!r} ({type(value).__name__})"
-        ) from None
+        raise TypeError(f"{name} must be {kinds}; got {value!r} ({type(value).__name__})") from None
     if arr is None:
         return value
     if not np.all(np.isfinite(arr)):

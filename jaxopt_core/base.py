@@ -161,13 +161,16 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     return jax.tree.map(add, params, updates, is_leaf=lambda x: x is None)
 
 
-def check_same_structure(grads: Updates, reference: Any, where: str) -> None:
+def check_same_structure(
+    grads: Updates, reference: Any, where: str, what: str = "optimizer state"
+) -> None:
     """Raise a ``ValueError`` naming both structures when ``grads`` does not
-    have the structure of the tree the optimizer state was built for."""
+    have the structure of ``reference`` (the tree the state was built for, or
+    the params). Runs at trace time only: free inside ``jit``."""
     g = jax.tree.structure(grads)
     r = jax.tree.structure(reference)
     if g != r:
         raise ValueError(
-            f"{where}: the gradient tree does not match the optimizer state "
-            f"(was it initialised with other params?).\n  grads: {g}\n  state: {r}"
+            f"{where}: the gradient tree does not match the {what} "
+            f"(was the state initialised with other params?).\n  grads: {g}\n  {what}: {r}"
         )

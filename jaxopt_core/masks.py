@@ -33,9 +33,7 @@ def resolve_mask(mask: Mask | None, params: Any) -> Any:
     if callable(mask):
         mask = mask(params)
     try:
-        return jax.tree.map(
-            lambda m, sub: jax.tree.map(lambda _: _as_bool(m), sub), mask, params
-        )
+        return jax.tree.map(lambda m, sub: jax.tree.map(lambda _: _as_bool(m), sub), mask, params)
     except ValueError as err:
         raise ValueError(
             "mask must have the structure of the params, or a prefix of it.\n"

@@ -179,6 +179,7 @@ def _rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered, name
         del params
         check_same_structure(grads, state.nu, name)
         count = safe_increment(state.count)
+
         def leaf(g, m, v):
             ct = _wide(g.dtype)
             g = g.astype(ct)
@@ -377,7 +378,8 @@ def scale(step_size: ArrayLike) -> Optimizer:
         return EmptyState()
 
     def update(grads, state, params=None):
-        del params
+        if params is not None:  # stateless, so the params are the only reference
+            check_same_structure(grads, params, "scale", "params")
         return jax.tree.map(lambda g: (step_size * _up(g)).astype(g.dtype), grads), state
 
     return Optimizer(init, update)
@@ -401,7 +403,8 @@ def scale_by_schedule(step_size_fn: Schedule) -> Optimizer:
         return ScheduleState(count=_zero_count())
 
     def update(grads, state, params=None):
-        del params
+        if params is not None:
+            check_same_structure(grads, params, "scale_by_schedule", "params")
         s = step_size_fn(state.count)
         grads = jax.tree.map(lambda g: (s * _up(g)).astype(g.dtype), grads)
         return grads, ScheduleState(count=safe_increment(state.count))
@@ -435,7 +438,9 @@ class AddDecayedWeightsState(NamedTuple):
     count: jax.Array
 
 
-def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None) -> Optimizer:
+def add_decayed_weights(
+    weight_decay: ScalarOrSchedule = 0.0, mask: Mask | None = None
+) -> Optimizer:
     r"""Add decoupled weight decay: :math:`u = g + \lambda w` (Loshchilov & Hutter, 2019).
 
     Placed before the learning-rate scaling (as in :func:`~jaxopt_core.adamw`)

@@ -32,6 +32,28 @@ OPTIMIZER_TABLE = [
 LEARNING_RATES = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.005, "adagrad": 0.1}
 
 
+class CompileCounter:
+    """Counts XLA backend compilations while registered."""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            self.count += 1
+
+
+@pytest.fixture
+def compiles():
+    """A :class:`CompileCounter` listening for the duration of one test."""
+    import jax
+
+    counter = CompileCounter()
+    jax.monitoring.register_event_duration_secs_listener(counter)
+    yield counter
+    jax.monitoring.unregister_event_duration_listener(counter)
+
+
 def _case_id(case):
     name, kw = case
     return name + "".join(f"-{k}={v}" for k, v in kw.items())
@@ -39,4 +61,6 @@ def _case_id(case):
 
 def pytest_generate_tests(metafunc):
     if "opt_case" in metafunc.fixturenames:
-        metafunc.parametrize("opt_case", OPTIMIZER_TABLE, ids=[_case_id(c) for c in OPTIMIZER_TABLE])
+        metafunc.parametrize(
+            "opt_case", OPTIMIZER_TABLE, ids=[_case_id(c) for c in OPTIMIZER_TABLE]
+        )
