@@ -38,19 +38,19 @@ _LIPSCHITZ_MARGIN = 1.05
 
 
 class PathResult(NamedTuple):
-    """What :func:`regularization_path` returns, one row per L1 strength.
+    r"""What :func:`regularization_path` returns, one row per L1 strength.
 
     Attributes:
         l1s: the strengths, shape ``(k,)``.
         params: the solutions :math:`x_k` (with exact zeros), each leaf stacked
             along a new leading axis of size ``k``.
-        losses: the final objective :math:`f(w) + \\ell_1\\|w\\|_1 +
-            \\ell_2\\tfrac12\\|w\\|^2` (penalty on the masked leaves), shape ``(k,)``.
+        losses: the final objective :math:`f(w) + \ell_1\|w\|_1 +
+            \ell_2\tfrac12\|w\|^2` (penalty on the masked leaves), shape ``(k,)``.
         nonzeros: the number of nonzero penalized entries, shape ``(k,)``.
         residuals: the norm of the gradient mapping
-            :math:`\\|w - \\operatorname{prox}(w - \\eta\\nabla f(w))\\| / \\eta`,
+            :math:`\|w - \operatorname{prox}(w - \eta\nabla f(w))\| / \eta`,
             0 exactly at a minimizer: a convergence check, shape ``(k,)``.
-        learning_rate: the step size :math:`\\eta` used (scalar).
+        learning_rate: the step size :math:`\eta` used (scalar).
     """
 
     l1s: jax.Array
@@ -62,7 +62,7 @@ class PathResult(NamedTuple):
 
 
 def _estimate_step(loss_fn: Callable, params: Any, args: tuple) -> jax.Array:
-    """:math:`1/\\hat L`, :math:`\\hat L` = margin x the Rayleigh quotient of the
+    r""":math:`1/\hat L`, :math:`\hat L` = margin x the Rayleigh quotient of the
     Hessian at ``params`` after a fixed number of power iterations."""
     flat, unravel = ravel_pytree(params)
 

@@ -180,17 +180,14 @@ def _needs_params(params: Any, name: str) -> None:
         )
 
 
-def _prox_point(z: Any, params: Any, eta, l1, l2, mask) -> Any:
-    """:math:`\\operatorname{prox}(z; \\eta\\ell_1, \\eta\\ell_2)` on the leaves of
-    ``mask`` (resolved against ``params``) and ``z`` elsewhere, each leaf cast
-    to its parameter's dtype. ``z`` is in the wide dtype."""
-    zl, treedef = jax.tree.flatten(z)
-    on = treedef.flatten_up_to(resolve_mask(mask, params))
-    out = [
-        (_elastic_net(x, eta * l1, eta * l2) if m else x).astype(jnp.result_type(p))
-        for x, m, p in zip(zl, on, treedef.flatten_up_to(params), strict=True)
-    ]
-    return treedef.unflatten(out)
+def _prox_point(z: Any, params: Any, eta, l1, l2, full_mask: Any) -> Any:
+    """The prox with strengths ``eta * l1``, ``eta * l2`` of the (wide-dtype)
+    point ``z`` on the leaves of ``full_mask`` (a resolved mask) and ``z``
+    itself elsewhere, each leaf cast to its parameter's dtype."""
+    return jax.tree.map(
+        lambda m, x, p: (_elastic_net(x, eta * l1, eta * l2) if m else x).astype(p.dtype),
+        full_mask, z, params,
+    )
 
 
 def _delta(new: Any, params: Any, like: Any) -> Any:
@@ -259,9 +256,9 @@ def proximal_step(
         _needs_params(params, "proximal_step")
         check_same_structure(updates, params, "proximal_step")
         eta = _rate(learning_rate, state.count)
-        z = jax.tree.map(lambda p, u: p.astype(_wide(p.dtype)) + u, params, updates)
-        new = _prox_point(z, params, eta, l1, l2, mask)
         full = resolve_mask(mask, params)
+        z = jax.tree.map(lambda p, u: p.astype(_wide(p.dtype)) + u, params, updates)
+        new = _prox_point(z, params, eta, l1, l2, full)
         # Leaves outside the mask keep their updates bit for bit.
         out = jax.tree.map(
             lambda m, d, u: d if m else u, full, _delta(new, params, updates), updates
@@ -362,7 +359,7 @@ def proximal_gradient(
         z = jax.tree.map(
             lambda p, g: p.astype(_wide(p.dtype)) - eta * g.astype(_wide(p.dtype)), params, grads
         )
-        x = _prox_point(z, params, eta, l1, l2, mask)
+        x = _prox_point(z, params, eta, l1, l2, resolve_mask(mask, params))
         count = safe_increment(state.count)
         if not acceleration:
             return _delta(x, params, grads), state._replace(count=count)
