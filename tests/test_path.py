@@ -132,7 +132,7 @@ def test_path_reproduces_sklearn_lasso_path(tmp_path):
     X, y = (X - X.mean(0)) / X.std(0), y - y.mean()
     n = len(y)
     alpha_max = np.abs(X.T @ y).max() / n
-    alphas = alpha_max * np.geomspace(1.2, 0.005, 8)
+    alphas = alpha_max * np.geomspace(1.2, 0.01, 8)
     np.savez(tmp_path / "diabetes.npz", X=X, y=y)
     env = dict(os.environ, JAX_ENABLE_X64="1", JAX_PLATFORMS="cpu")
     run = subprocess.run(

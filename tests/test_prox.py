@@ -252,16 +252,17 @@ def test_fista_beats_ista_on_an_ill_conditioned_problem():
     def big_f(w):
         return 0.5 * jnp.sum(d * (w - c) ** 2)
 
-    def objective(w):
-        return float(big_f(w) + l1 * jc.l1_penalty(w))
+    def objective(w):  # in float64, so the gaps are not float32 rounding
+        w, d64, c64 = (np.asarray(v, np.float64) for v in (w, d, c))
+        return 0.5 * np.sum(d64 * (w - c64) ** 2) + l1 * np.abs(w).sum()
 
-    best = objective(jnp.asarray(_soft(np.asarray(c), l1 / np.asarray(d))))
+    best = objective(_soft(np.asarray(c, np.float64), l1 / np.asarray(d, np.float64)))
     gaps = {}
     for acc in (False, True):
         opt = jc.proximal_gradient(1.0, l1=l1, acceleration=acc)
         held, state = _steps(opt, jnp.zeros(20), 100, grad=jax.jit(jax.grad(big_f)))
         gaps[acc] = objective(jc.proximal_iterate(state, held[-1])) - best
-    assert 0 <= gaps[True] < 0.1 * gaps[False], gaps
+    assert 0 <= gaps[True] < 0.01 * gaps[False], gaps  # measured: 2.0e-5 vs 8.3e-3
 
 
 def test_proximal_step_after_adam_matches_a_hand_loop_and_gives_zeros():
