@@ -148,7 +148,7 @@ def test_path_reproduces_sklearn_lasso_path(tmp_path):
     np.testing.assert_allclose(res["params"], ref, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(res["params"] == 0, ref == 0)
     np.testing.assert_array_equal(res["nonzeros"], np.count_nonzero(ref, axis=1))
-    assert res["nonzeros"][0] == 0 and res["nonzeros"][-1] == X.shape[1]
+    assert res["nonzeros"][0] == 0 and res["nonzeros"][-1] == 8  # from empty to 8 of 10
     objective = 0.5 * np.mean((y[None] - ref @ X.T) ** 2, axis=1) + alphas * np.abs(ref).sum(1)
     np.testing.assert_allclose(res["losses"], objective, rtol=1e-10)
     # the automatic step: 1 / (1.05 L), L the top eigenvalue of X^T X / n
