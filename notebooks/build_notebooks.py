@@ -1,0 +1,702 @@
+"""Write the tutorial notebooks from the cell sources below.
+
+The ``.ipynb`` files are generated, without outputs (CI executes them; so
+does Colab), so edit the cells here and run::
+
+    python notebooks/build_notebooks.py          # rewrite the notebooks
+    python notebooks/build_notebooks.py --check  # exit 1 if they are stale
+
+Every notebook starts with the same install cell, so it runs top to bottom in
+a fresh Colab runtime.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from textwrap import dedent
+
+import nbformat
+
+HERE = Path(__file__).resolve().parent
+
+INSTALL = '''
+try:
+    import jaxopt_core  # noqa: F401
+except ImportError:  # a fresh Colab runtime
+    %pip install -q "jaxopt-core[notebooks]"
+'''
+
+
+
+def imports(*third_party: str, first_party: tuple[str, ...] = ()) -> str:
+    """The imports cell: inline figures, then the imports sorted as ruff's isort
+    wants them (``import`` lines before ``from`` lines)."""
+    base = ["import jax.numpy as jnp", "import matplotlib.pyplot as plt", "import numpy as np"]
+    lines = sorted([*base, *third_party], key=lambda l: (l.startswith("from"), l.split()[1]))
+    return "\n".join(
+        ["%matplotlib inline", *lines, "", "import jaxopt_core as jc", *first_party]
+    )
+
+
+def md(text: str) -> tuple[str, str]:
+    return ("markdown", dedent(text).strip())
+
+
+def code(*parts: str) -> tuple[str, str]:
+    return ("code", "\n".join(dedent(part).strip() for part in parts))
+
+
+QUICKSTART = [
+    md("""
+    # jaxopt_core quickstart
+
+    Optimizers as pairs of pure functions over pytrees, with optax's shape and
+    argument names:
+
+    * `state = opt.init(params)`
+    * `updates, state = opt.update(grads, state, params)`
+    * `params = jc.apply_updates(params, updates)`
+
+    This notebook trains a small network with a hand-written, jit-compiled step,
+    then checks jaxopt_core's optimizers against optax's, step by step.
+    """),
+    code(INSTALL),
+    code(imports("import jax", "import optax"), "",
+         'print("jax", jax.__version__, "| jaxopt_core", jc.__version__)'),
+    md("""
+    ## 1. Parameters are any pytree
+
+    A one-hidden-layer network for a noisy sine, its parameters a nested dict.
+    """),
+    code('''
+    kx, k1, k2 = jax.random.split(jax.random.key(0), 3)
+    x = jnp.linspace(-2, 2, 256)[:, None]
+    y = jnp.sin(3 * x) + 0.1 * jax.random.normal(kx, x.shape)
+
+    params = {
+        "hidden": {"w": jax.random.normal(k1, (1, 32)), "b": jnp.zeros(32)},
+        "out": {"w": jax.random.normal(k2, (32, 1)) / jnp.sqrt(32), "b": jnp.zeros(1)},
+    }
+
+
+    def predict(params, x):
+        h = jnp.tanh(x @ params["hidden"]["w"] + params["hidden"]["b"])
+        return h @ params["out"]["w"] + params["out"]["b"]
+
+
+    def loss_fn(params, batch):
+        x, y = batch
+        return jnp.mean((predict(params, x) - y) ** 2)
+
+
+    jax.tree.map(jnp.shape, params)
+    '''),
+    md("""
+    The optimizer's state mirrors the params; each transform's state is a
+    named tuple (Adam keeps a step count and two moments).
+    """),
+    code('''
+    opt = jc.adam(learning_rate=1e-2)
+    state = opt.init(params)
+    jax.tree.map(jnp.shape, state)
+    '''),
+    md("## 2. A jit-compiled training step"),
+    code('''
+    @jax.jit
+    def train_step(params, state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, state = opt.update(grads, state, params)
+        return jc.apply_updates(params, updates), state, loss
+
+
+    p, s = params, opt.init(params)
+    losses = []
+    for _ in range(500):
+        p, s, loss = train_step(p, s, (x, y))
+        losses.append(loss)
+    losses = np.asarray(losses)
+    print(f"loss {losses[0]:.3f} -> {losses[-1]:.4f}")
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax1.semilogy(losses)
+    ax1.set(xlabel="step", ylabel="loss", title="training loss")
+    ax2.plot(x, y, ".", ms=3, alpha=0.5, label="data")
+    ax2.plot(x, predict(p, x), lw=2, label="fit")
+    ax2.legend()
+    ax2.set_title("the trained network")
+    plt.show()
+    '''),
+    md("""
+    `jc.fit` runs the same loop as one compiled `lax.scan` (no Python loop, no
+    host round trip per step); `jc.make_train_step` builds the step above for
+    you, with buffer donation.
+    """),
+    code('''
+    result = jc.fit(loss_fn, params, opt, (x, y), steps=500)
+    # The same algorithm; the two compiled programs round slightly differently.
+    print(f"final loss, jc.fit: {float(result.losses[-1]):.4f}, "
+          f"hand-written loop: {losses[-1]:.4f}")
+    '''),
+    md("""
+    ## 3. Cross-check against optax
+
+    Same argument names, same defaults, same numbers. Run both libraries'
+    optimizers from the same start and compare the trajectories. The
+    differences are float32 rounding (the two libraries order a few operations
+    differently): about 1e-9 after one step. Over long runs a non-convex problem
+    can amplify such differences, as it would between any two implementations.
+    """),
+    code('''
+    def trajectory(opt, steps=200):
+        """Losses and params at every step (a lax.scan: one compile)."""
+
+        def step(carry, _):
+            p, s = carry
+            loss, g = jax.value_and_grad(loss_fn)(p, (x, y))
+            u, s = opt.update(g, s, p)
+            p = optax.apply_updates(p, u)
+            return (p, s), (loss, p)
+
+        _, (losses, ps) = jax.lax.scan(step, (params, opt.init(params)), length=steps)
+        return losses, ps
+
+
+    pairs = {
+        "adam": (jc.adam(1e-2), optax.adam(1e-2)),
+        "sgd, momentum 0.9": (jc.sgd(5e-2, momentum=0.9), optax.sgd(5e-2, momentum=0.9)),
+        "rmsprop": (jc.rmsprop(3e-3), optax.rmsprop(3e-3)),
+        "adamw": (jc.adamw(1e-2, weight_decay=0.05), optax.adamw(1e-2, weight_decay=0.05)),
+    }
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, (ours, theirs)) in enumerate(pairs.items()):
+        l_jc, p_jc = trajectory(ours)
+        l_ox, p_ox = trajectory(theirs)
+        # the largest |difference| over all parameters, at each step
+        diff = jax.tree.map(lambda a, b: jnp.abs(a - b).reshape(len(a), -1).max(1), p_jc, p_ox)
+        diff = np.max(np.stack(jax.tree.leaves(diff)), axis=0)
+        ax1.semilogy(l_jc, color=f"C{i}", label=f"{name} (jaxopt_core)")
+        ax1.semilogy(l_ox, "--", color=f"C{i}", lw=2.5, alpha=0.5, label=f"{name} (optax)")
+        ax2.semilogy(np.maximum(diff, 1e-10), color=f"C{i}", label=name)
+        print(f"{name:>18}: max |param difference| over 200 steps = {diff.max():.2e}")
+    ax1.set(xlabel="step", ylabel="loss", title="jaxopt_core (solid) and optax (dashed)")
+    ax1.legend(fontsize="small", ncol=2, loc="upper right")
+    ax2.set(xlabel="step", ylabel="max |Δ param|", ylim=(1e-10, 1e-4),
+            title="difference (float32 rounding; 0 drawn at 1e-10)")
+    ax2.legend(fontsize="small")
+    plt.show()
+    '''),
+    md("""
+    ## 4. Hyperparameters are data
+
+    The learning rate is an ordinary argument, so `jax.vmap` trains many
+    learning rates at once, compiled once. `jc.sweep` (next notebook) does this
+    with minibatches, divergence handling and sharding across devices.
+    """),
+    code('''
+    def final_loss(lr):
+        losses, _ = trajectory(jc.adam(lr), steps=200)
+        return losses[-1]
+
+
+    lrs = jnp.logspace(-3, 0, 24)
+    finals = jax.jit(jax.vmap(final_loss))(lrs)
+
+    plt.figure(figsize=(5, 3.5))
+    plt.loglog(lrs, finals, "o-")
+    plt.xlabel("learning rate")
+    plt.ylabel("loss after 200 steps")
+    plt.title("24 runs of Adam, one vmap")
+    plt.show()
+    '''),
+]
+
+
+SWEEP = [
+    md("""
+    # Learning-rate sweeps with `jc.sweep`
+
+    `jc.sweep` trains one *member* per hyperparameter value, all in one
+    compiled program: `vmap` over members, `lax.scan` over steps. It returns the
+    loss curves, the final params of every member (stacked), which members
+    diverged, and the best one. Here: softmax regression on scikit-learn's
+    bundled digits (no download).
+    """),
+    code('''
+    import os
+
+    # Split the CPU into 4 XLA devices so that section 3 has devices to shard
+    # over on a CPU-only runtime. It only counts if set before JAX starts, and
+    # does not change GPUs or TPUs.
+    os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    ''', INSTALL),
+    code(imports("import jax", first_party=("from jaxopt_core.data import load_dataset",
+                              "from jaxopt_core.models import make_model"))),
+    code('''
+    ds = load_dataset("digits")  # standardized, with a stratified validation split
+    model = make_model("logistic", ds.task, ds.n_features, ds.n_outputs)
+    params = model.init(jax.random.key(0))
+    print("train", ds.x_train.shape, "validation", ds.x_val.shape)
+    jax.tree.map(jnp.shape, params)
+    '''),
+    md("""
+    ## 1. 64 learning rates, one program
+
+    Plain SGD, minibatches of 128, 200 steps, learning rates from 1e-4 to 10.
+    """),
+    code('''
+    lrs = np.logspace(-4, 1, 64)
+    res = jc.sweep(model.loss, params, jc.sgd, ds.train, grid={"learning_rate": lrs},
+                   steps=200, batch_size=128, progress=True)
+    print("losses", res.losses.shape, "| diverged:", int(res.diverged.sum()),
+          "| best (final training loss): member", res.best_index,
+          f"lr={lrs[res.best_index]:.3g}")
+    '''),
+    code("res.plot()"),
+    md("""
+    The lowest training loss is at the largest learning rate; that member
+    overfits. The final params of all members are stacked along a leading axis,
+    so the validation accuracy of every member is one `vmap`: pick by that.
+    """),
+    code('''
+    val_acc = jax.vmap(model.metric, in_axes=(0, None))(res.params, ds.val)
+    val_acc = np.where(res.diverged, np.nan, val_acc)  # diverged members: no score
+    best = int(np.nanargmax(val_acc))
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.semilogx(lrs, val_acc, "o-", ms=3)
+    ax.plot(lrs[best], val_acc[best], "*", ms=18, color="gold", mec="black")
+    ax.set(xlabel="learning rate", ylabel="validation accuracy",
+           title=f"best: lr={lrs[best]:.3g}, accuracy {val_acc[best]:.3f}")
+    plt.show()
+
+    frame = res.to_dataframe()
+    frame["val_accuracy"] = val_acc
+    frame.sort_values("val_accuracy", ascending=False).head()
+    '''),
+    code('''
+    best_params = jax.tree.map(lambda leaf: leaf[best], res.params)  # or res.best_params()
+    print("accuracy of the chosen member:", float(model.metric(best_params, ds.val)))
+    '''),
+    md("""
+    ### Divergence stays in its member
+
+    Softmax regression tolerates large steps; least squares does not. On
+    scikit-learn's diabetes data, SGD diverges above a learning rate of about
+    2/L. Those members are frozen at their last finite params, their later
+    losses are NaN and they are flagged in `res.diverged`: the other members
+    are not disturbed.
+    """),
+    code('''
+    reg = load_dataset("diabetes")
+    linear = make_model("linear", reg.task, reg.n_features)
+    res_reg = jc.sweep(linear.loss, linear.init(jax.random.key(0)), jc.sgd, reg.train,
+                       grid={"learning_rate": np.logspace(-3, 1, 32)}, steps=100)
+    diverged = np.asarray(res_reg.diverged)
+    print("diverged:", int(diverged.sum()), "of 32, from learning rate",
+          f"{res_reg.hparams['learning_rate'][diverged].min():.3g}")
+    res_reg.plot()
+    '''),
+    md("""
+    ## 2. A grid: learning rate × L2
+
+    `jc.grid_product` crosses axes; `l1` and `l2` are penalty strengths added
+    to the loss ($\\ell_2 \\tfrac12\\sum w^2$ here), on the weights only.
+    """),
+    code('''
+    lr_axis = np.logspace(-3, 0, 10)
+    l2_axis = np.concatenate([[0.0], np.logspace(-4, -1, 5)])
+    grid = jc.grid_product(learning_rate=lr_axis, l2=l2_axis)  # 60 members
+    res2 = jc.sweep(model.loss, params, jc.adam, ds.train, grid=grid, steps=200,
+                    batch_size=128, penalty_mask=jc.weights_only_mask)
+    acc2 = jax.vmap(model.metric, in_axes=(0, None))(res2.params, ds.val)
+    heat = np.asarray(acc2).reshape(len(lr_axis), len(l2_axis))  # first axis varies slowest
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    im = ax.imshow(heat, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(l2_axis)), [f"{v:.0e}" if v else "0" for v in l2_axis])
+    ax.set_yticks(range(len(lr_axis)), [f"{v:.1e}" for v in lr_axis])
+    for i in range(heat.shape[0]):
+        for j in range(heat.shape[1]):
+            ax.text(j, i, f"{heat[i, j]:.3f}", ha="center", va="center", fontsize=7,
+                    color="white" if heat[i, j] < heat.max() - 0.05 else "black")
+    ax.set(xlabel="l2", ylabel="learning rate", title="validation accuracy (Adam, 200 steps)")
+    fig.colorbar(im)
+    plt.show()
+    '''),
+    md("""
+    ## 3. Members across devices
+
+    The member axis is sharded over the devices (`devices=`, default all): each
+    device trains its share of the members with its own copy of the data. The
+    results stay on the devices, sharded the same way. Members are independent:
+    nothing is reduced across them, so the numbers depend on the device count
+    only through float rounding (XLA compiles 16 members per device differently
+    from 64 on one).
+    """),
+    code('''
+    print(jax.devices())
+    res4 = jc.sweep(model.loss, params, jc.sgd, ds.train, grid={"learning_rate": lrs},
+                    steps=200, batch_size=128, devices=jax.devices())
+    print(res4.losses.sharding)
+    for shard in res4.losses.addressable_shards:
+        print(shard.device, "members", shard.index[0], "shape", shard.data.shape)
+    jax.debug.visualize_array_sharding(res4.losses)
+    '''),
+    code('''
+    res1 = jc.sweep(model.loss, params, jc.sgd, ds.train, grid={"learning_rate": lrs},
+                    steps=200, batch_size=128, devices=jax.devices()[:1])
+    one, many = np.asarray(res1.losses), np.asarray(res4.losses)
+    rel = np.abs(one - many) / np.abs(one)
+    print("one device:", res1.losses.sharding.device_set)
+    print(f"relative difference, 1 vs {len(jax.devices())} devices: first step "
+          f"{rel[:, 0].max():.1e}, all steps {np.nanmax(rel):.1e} (rounding grows in "
+          "the noisiest members)")
+    '''),
+    md("""
+    For more members than fit in memory at once, `chunk_size=` runs them in
+    chunks through the same compiled program.
+    """),
+]
+
+
+REGULARIZATION = [
+    md("""
+    # L2, L1 and proximal steps
+
+    Penalties are stated once: $\\ell_1 \\sum_i |w_i|$ and
+    $\\ell_2 \\tfrac12 \\sum_i w_i^2$. An L2 penalty is smooth and gradient
+    steps handle it. An L1 penalty is not: its subgradient makes weights
+    hover around zero without reaching it. A *proximal* step
+    (soft-thresholding) sets them to exactly zero.
+    """),
+    code(INSTALL),
+    code(imports()),
+    md("""
+    A sparse regression problem: 50 features, 6 of which matter. The features
+    are standardized and the target centred, so no intercept is needed (and the
+    problem is exactly scikit-learn's Lasso below).
+    """),
+    code('''
+    rng = np.random.default_rng(0)
+    n, d = 200, 50
+    X = rng.standard_normal((n, d))
+    X = (X - X.mean(0)) / X.std(0)
+    w_true = np.zeros(d)
+    w_true[rng.choice(d, 6, replace=False)] = rng.choice([-1, 1], 6) * rng.uniform(0.5, 2, 6)
+    y = X @ w_true + 0.3 * rng.standard_normal(n)
+    y = y - y.mean()
+    X, y = X.astype(np.float32), y.astype(np.float32)
+
+
+    def f(w, batch):
+        """Half the mean squared error: sklearn's Lasso objective without the penalty."""
+        x, t = batch
+        return 0.5 * jnp.mean((x @ w - t) ** 2)
+    '''),
+    md("""
+    ## 1. Four ways to regularize
+
+    Same data, 500 full-batch steps from zero each.
+    """),
+    code('''
+    w0, data, steps, lr, l1 = jnp.zeros(d), (X, y), 500, 0.2, 0.05
+
+    runs = {
+        "SGD on f + L2 (l2=0.5)": (jc.regularized(f, l2=0.5), jc.sgd(lr)),
+        "SGD on f + L1 (subgradient)": (jc.regularized(f, l1=l1), jc.sgd(lr)),
+        "proximal gradient (ISTA)": (f, jc.proximal_gradient(lr, l1=l1)),
+        "accelerated (FISTA)": (f, jc.proximal_gradient(lr, l1=l1, acceleration=True)),
+    }
+    weights = {}
+    for name, (loss, opt) in runs.items():
+        weights[name] = np.asarray(jc.fit(loss, w0, opt, data, steps=steps).params)
+        w = weights[name]
+        print(f"{name:>28}: exact zeros {int(np.sum(w == 0)):2d}/{d}, "
+              f"|w| < 1e-3: {int(np.sum(np.abs(w) < 1e-3)):2d}, "
+              f"truly zero: {int(np.sum(w_true == 0))}")
+
+    fig, axes = plt.subplots(1, 4, figsize=(15, 3.2), sharey=True)
+    for ax, (name, w) in zip(axes, weights.items()):
+        ax.stem(w_true, linefmt="C7-", markerfmt="C7o", basefmt=" ", label="true")
+        ax.plot(np.arange(d), w, "C3.", ms=7, label="fitted")
+        ax.plot(np.flatnonzero(w == 0), np.zeros(np.sum(w == 0)), "kx", ms=4,
+                label="exactly 0")
+        ax.set(title=name, xlabel="feature")
+    axes[0].legend(fontsize="small")
+    plt.show()
+    '''),
+    md("""
+    Zoom in on the weights that should be zero: the L1 subgradient leaves
+    them oscillating at the scale of the step size; the proximal methods put
+    them at exactly 0. (`jc.chain(any_optimizer, jc.proximal_step(lr, l1=...))`
+    adds the same soft-thresholding after any optimizer, such as Adam; see its
+    docstring for what that does and does not solve.)
+    """),
+    code('''
+    off = w_true == 0
+    plt.figure(figsize=(6, 3.5))
+    for name, w in weights.items():
+        mags = np.sort(np.abs(w[off]))[::-1]
+        plt.semilogy(np.maximum(mags, 1e-12), "o-", ms=3, label=name)
+    plt.axhline(1e-12, color="k", lw=0.5)
+    plt.ylabel("|w| on the 44 irrelevant features\\n(exact zeros drawn at 1e-12)")
+    plt.xlabel("rank")
+    plt.legend(fontsize="small")
+    plt.show()
+    '''),
+    md("""
+    ## 2. The proximal operator
+
+    `jc.prox_l1(w, s)` is soft-thresholding, $\\operatorname{sign}(w)\\max(|w| - s, 0)$,
+    on any pytree; `jc.proximal_gradient` takes a gradient step and then this
+    prox with $s = \\eta\\,\\ell_1$.
+    """),
+    code('''
+    v = jnp.linspace(-3, 3, 601)
+    plt.figure(figsize=(4.5, 3.5))
+    for s in (0.5, 1.0, 2.0):
+        plt.plot(v, jc.prox_l1(v, s), label=f"prox_l1(w, {s})")
+    plt.plot(v, v, "k:", lw=1)
+    plt.xlabel("w")
+    plt.legend()
+    plt.show()
+    '''),
+    md("""
+    ## 3. A Lasso path, checked against scikit-learn
+
+    `jc.regularization_path` solves the problem for a whole vector of L1
+    strengths in one vmapped, compiled call (FISTA, step size from the
+    Hessian's top eigenvalue). scikit-learn's `lasso_path` solves the same
+    objective, $\\frac{1}{2n}\\|y - Xw\\|^2 + \\alpha\\|w\\|_1$, by coordinate descent.
+    """),
+    code('''
+    from sklearn.linear_model import lasso_path
+
+
+    def f_xy(w, X, y):
+        return f(w, (X, y))
+
+
+    alpha_max = float(np.max(np.abs(X.T @ y)) / n)  # the smallest alpha with w = 0
+    alphas = alpha_max * np.logspace(0, -3, 30)  # decreasing, as lasso_path orders them
+
+    path = jc.regularization_path(f_xy, jnp.zeros(d), alphas, args=(X, y), steps=3000)
+    _, coefs_sk, _ = lasso_path(X.astype(np.float64), y.astype(np.float64), alphas=alphas,
+                                tol=1e-10, max_iter=100_000)
+    coefs_jc = np.asarray(path.params)  # [n_alphas, d]
+    print("max |jaxopt_core - sklearn| over the path:", np.abs(coefs_jc - coefs_sk.T).max())
+    print("largest residual (0 at a minimizer):", float(path.residuals.max()))
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    for j in range(d):
+        ax1.semilogx(alphas, coefs_jc[:, j], color=f"C{j % 10}", lw=3, alpha=0.5)
+        ax1.semilogx(alphas, coefs_sk[j], "k--", lw=0.8)
+    ax1.set(xlabel="alpha (= l1)", ylabel="coefficient",
+            title="Lasso path: jaxopt_core (colour) and sklearn (dashed)")
+    ax2.semilogx(alphas, np.asarray(path.nonzeros), "o-", ms=3, label="jaxopt_core")
+    ax2.semilogx(alphas, (coefs_sk != 0).sum(0), "k--", label="sklearn")
+    ax2.axhline(np.sum(w_true != 0), color="C7", lw=0.8, label="true support size")
+    ax2.set(xlabel="alpha", ylabel="non-zero coefficients", title="sparsity along the path")
+    ax2.legend()
+    plt.show()
+    '''),
+]
+
+
+MODELS = [
+    md("""
+    # jaxopt_core with flax and equinox
+
+    jaxopt_core optimizers have optax's shape, so they plug into
+    `flax.nnx.Optimizer` and into equinox's filtered training loops unchanged.
+    And since their hyperparameters are data, a flax model's learning rate can
+    be swept with `jc.sweep`. Data: scikit-learn's bundled digits.
+    """),
+    code(INSTALL),
+    code(imports("import equinox as eqx", "import jax", "import optax", "from flax import nnx",
+                 first_party=("from jaxopt_core.data import load_dataset",)), "", '''
+    ds = load_dataset("digits")
+    x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    x_val, y_val = jnp.asarray(ds.x_val), jnp.asarray(ds.y_val)
+
+
+    def cross_entropy(logits, labels):
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+    def accuracy(logits, labels):
+        return float(jnp.mean(jnp.argmax(logits, -1) == labels))
+    '''),
+    md("""
+    ## 1. flax nnx
+
+    `nnx.Optimizer(model, jc.adam(...), wrt=nnx.Param)`: the optimizer updates the
+    model's `Param` variables in place. We train twice, with `jc.adam` and
+    `optax.adam`, and compare.
+    """),
+    code('''
+    class MLP(nnx.Module):
+        def __init__(self, rngs: nnx.Rngs):
+            self.hidden = nnx.Linear(64, 64, rngs=rngs)
+            self.out = nnx.Linear(64, 10, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(nnx.relu(self.hidden(x)))
+
+
+    @nnx.jit
+    def nnx_step(model, optimizer, x, y):
+        loss, grads = nnx.value_and_grad(lambda m: cross_entropy(m(x), y))(model)
+        optimizer.update(model, grads)
+        return loss
+
+
+    curves = {}
+    for name, tx in {"jc.adam": jc.adam(1e-2), "optax.adam": optax.adam(1e-2)}.items():
+        model = MLP(nnx.Rngs(0))
+        optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+        curves[name] = np.array([nnx_step(model, optimizer, x_train, y_train)
+                                 for _ in range(150)])
+        print(f"{name}: validation accuracy {accuracy(model(x_val), y_val):.3f}")
+
+    print("max |loss difference|:", np.abs(curves["jc.adam"] - curves["optax.adam"]).max())
+    plt.figure(figsize=(5, 3.5))
+    plt.semilogy(curves["jc.adam"], label="jc.adam")
+    plt.semilogy(curves["optax.adam"], "--", lw=2.5, alpha=0.6, label="optax.adam")
+    plt.xlabel("step")
+    plt.ylabel("training loss")
+    plt.title("flax nnx MLP, full batch")
+    plt.legend()
+    plt.show()
+    '''),
+    md("""
+    ## 2. equinox
+
+    Optimize the array leaves of the model (`eqx.filter(model, eqx.is_array)`),
+    apply the updates with `eqx.apply_updates`. AdamW's decay goes on the weight
+    matrices only: the mask is a function of the params.
+    """),
+    code('''
+    def weights_only(params):
+        return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+    opt = jc.adamw(1e-2, weight_decay=1e-3, mask=weights_only)
+    model = eqx.nn.MLP(64, 10, width_size=64, depth=1, activation=jax.nn.relu,
+                       key=jax.random.key(0))
+    state = opt.init(eqx.filter(model, eqx.is_array))
+
+
+    @eqx.filter_jit
+    def eqx_step(model, state, x, y):
+        def loss_fn(model):
+            return cross_entropy(jax.vmap(model)(x), y)
+
+        loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
+        updates, state = opt.update(grads, state, eqx.filter(model, eqx.is_array))
+        return eqx.apply_updates(model, updates), state, loss
+
+
+    eqx_losses = []
+    for _ in range(150):
+        model, state, loss = eqx_step(model, state, x_train, y_train)
+        eqx_losses.append(float(loss))
+    print(f"validation accuracy {accuracy(jax.vmap(model)(x_val), y_val):.3f}")
+
+    plt.figure(figsize=(5, 3.5))
+    plt.semilogy(eqx_losses)
+    plt.xlabel("step")
+    plt.ylabel("training loss")
+    plt.title("equinox MLP with jc.adamw")
+    plt.show()
+    '''),
+    md("""
+    ## 3. Sweeping a flax model's learning rate
+
+    `nnx.split` gives the model's parameters as a pytree; a loss function that
+    `nnx.merge`s them back is all `jc.sweep` needs. 32 learning rates train
+    at once, and each member's parameters can be merged back into a model.
+    """),
+    code('''
+    graphdef, params = nnx.split(MLP(nnx.Rngs(0)), nnx.Param)
+
+
+    def loss_fn(params, batch):
+        x, y = batch
+        return cross_entropy(nnx.merge(graphdef, params)(x), y)
+
+
+    def val_accuracy(params):
+        logits = nnx.merge(graphdef, params)(x_val)
+        return jnp.mean(jnp.argmax(logits, -1) == y_val)
+
+
+    lrs = np.logspace(-4, 0.5, 32)
+    res = jc.sweep(loss_fn, params, jc.adam, (x_train, y_train),
+                   grid={"learning_rate": lrs}, steps=150, batch_size=128)
+    acc = np.where(res.diverged, np.nan, jax.vmap(val_accuracy)(res.params))
+    best = int(np.nanargmax(acc))
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    ax1.semilogx(lrs, acc, "o-", ms=3)
+    ax1.semilogx(lrs[best], acc[best], "*", ms=16, color="gold", mec="black")
+    ax1.set(xlabel="learning rate", ylabel="validation accuracy",
+            title=f"MLP, Adam, 150 steps: best lr {lrs[best]:.3g}")
+    for i in (0, 8, best, 22):
+        ax2.semilogy(res.losses[i], lw=1, label=f"lr {lrs[i]:.2g}")
+    ax2.set(xlabel="step", ylabel="minibatch loss", title="some members' curves")
+    ax2.legend()
+    plt.show()
+    '''),
+    code('''
+    best_model = nnx.merge(graphdef, jax.tree.map(lambda leaf: leaf[best], res.params))
+    print("best member as a model again:", accuracy(best_model(x_val), y_val))
+    '''),
+]
+
+
+NOTEBOOKS = {
+    "01_quickstart.ipynb": QUICKSTART,
+    "02_learning_rate_sweep.ipynb": SWEEP,
+    "03_regularization.ipynb": REGULARIZATION,
+    "04_models.ipynb": MODELS,
+}
+
+
+def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    """A notebook of the given cells, with deterministic cell ids and Colab metadata."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata = {
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+        "language_info": {"name": "python"},
+        "colab": {"provenance": []},
+    }
+    for i, (kind, source) in enumerate(cells):
+        cell = (nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell)(
+            source
+        )
+        cell.id = f"cell-{i:02d}"
+        nb.cells.append(cell)
+    return nb
+
+
+def main(argv: list[str]) -> int:
+    stale = []
+    for name, cells in NOTEBOOKS.items():
+        text = nbformat.writes(build(cells)) + "\n"
+        path = HERE / name
+        if "--check" in argv:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print("stale notebooks (run python notebooks/build_notebooks.py):", ", ".join(stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
