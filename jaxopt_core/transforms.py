@@ -139,7 +139,7 @@ def scale_by_adam(
             return m_hat / (jnp.sqrt(v_hat + eps_root) + eps), m, v
 
         out = jax.tree.map(leaf, grads, state.mu, state.nu)
-        updates, mu, nu = _unzip3(out, grads)
+        updates, mu, nu = _unzip(out, grads, 3)
         updates = jax.tree.map(lambda u, g: u.astype(g.dtype), updates, grads)
         mu = jax.tree.map(lambda m, old: m.astype(old.dtype), mu, state.mu)
         nu = jax.tree.map(lambda v, old: v.astype(old.dtype), nu, state.nu)
@@ -148,11 +148,11 @@ def scale_by_adam(
     return Optimizer(init, update)
 
 
-def _unzip3(out: Any, like: Any) -> tuple[Any, Any, Any]:
-    """Split a tree of 3-tuples (leaves of ``like``) into three trees."""
+def _unzip(out: Any, like: Any, n: int) -> tuple[Any, ...]:
+    """Split a tree of n-tuples, one at each leaf of ``like``, into n trees."""
     treedef = jax.tree.structure(like)
     leaves = treedef.flatten_up_to(out)
-    return tuple(treedef.unflatten([x[i] for x in leaves]) for i in range(3))
+    return tuple(treedef.unflatten([x[i] for x in leaves]) for i in range(n))
 
 
 class ScaleByRmsState(NamedTuple):
@@ -199,7 +199,7 @@ def _rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered, name
             out = jax.tree.map(leaf, grads, state.mu, state.nu)
         else:
             out = jax.tree.map(lambda g, v: leaf(g, None, v), grads, state.nu)
-        updates, mu, nu = _unzip3(out, grads)
+        updates, mu, nu = _unzip(out, grads, 3)
         updates = jax.tree.map(lambda u, g: u.astype(g.dtype), updates, grads)
         nu = jax.tree.map(lambda v, old: v.astype(old.dtype), nu, state.nu)
         mu = jax.tree.map(lambda m, old: m.astype(old.dtype), mu, state.mu) if centered else None
@@ -298,11 +298,7 @@ def scale_by_rss(initial_accumulator_value: ArrayLike = 0.1, eps: ArrayLike = 1e
             s = g**2 + s.astype(ct)
             return jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g, s
 
-        out = jax.tree.map(leaf, grads, state.sum_of_squares)
-        treedef = jax.tree.structure(grads)
-        pairs = treedef.flatten_up_to(out)
-        updates = treedef.unflatten([u for u, _ in pairs])
-        sos = treedef.unflatten([s for _, s in pairs])
+        updates, sos = _unzip(jax.tree.map(leaf, grads, state.sum_of_squares), grads, 2)
         updates = jax.tree.map(lambda u, g: u.astype(g.dtype), updates, grads)
         sos = jax.tree.map(lambda s, old: s.astype(old.dtype), sos, state.sum_of_squares)
         return updates, ScaleByRssState(sum_of_squares=sos)
@@ -347,11 +343,7 @@ def trace(decay: ArrayLike, nesterov: bool = False, accumulator_dtype: Any = Non
             u = g.astype(ct) + decay * b if nesterov else b
             return u.astype(g.dtype), b.astype(t.dtype)
 
-        out = jax.tree.map(leaf, grads, state.trace)
-        treedef = jax.tree.structure(grads)
-        pairs = treedef.flatten_up_to(out)
-        updates = treedef.unflatten([u for u, _ in pairs])
-        new = treedef.unflatten([b for _, b in pairs])
+        updates, new = _unzip(jax.tree.map(leaf, grads, state.trace), grads, 2)
         return updates, TraceState(trace=new)
 
     return Optimizer(init, update)
