@@ -333,7 +333,7 @@ def _run_sweep(run: _Run) -> None:
     from jaxopt_core.report import METRIC_LABELS, plot_sweep, print_sweep_table, rank_members
     from jaxopt_core.sweep import grid_product, sweep
 
-    console = Console()
+    console = Console(soft_wrap=True)  # long paths stay whole, for copying
     strengths = _strength_names(run)
     grid = grid_product(learning_rate=run.learning_rates,
                         **{g: getattr(run, n) for n, g in strengths.items()})
@@ -377,7 +377,7 @@ def _run_sweep(run: _Run) -> None:
                       f"{best[f'val_{metric}']:.4f} (member {best.name})")
     console.print(f"{k} members, {int(bad.sum())} diverged, {seconds:.1f} s "
                   "(compile + train + evaluate)")
-    console.print(f"wrote {csv} and {png}")
+    console.print(f"wrote {csv}\n      {png}")
 
 
 def _run_fit(run: _Run) -> None:
@@ -390,7 +390,7 @@ def _run_fit(run: _Run) -> None:
     from jaxopt_core.report import METRIC_LABELS, plot_fit, print_fit_log
     from jaxopt_core.train import fit
 
-    console = Console()
+    console = Console(soft_wrap=True)  # long paths stay whole, for copying
     lr, l1, l2 = run.learning_rates[0], run.l1[0], run.l2[0]
     loss_fn = run.model.loss
     if run.optimizer == "proximal_gradient":
@@ -421,4 +421,4 @@ def _run_fit(run: _Run) -> None:
     np.savetxt(csv, np.column_stack([np.arange(len(losses)), losses]), delimiter=",",
                header="step,loss", comments="", fmt=["%d", "%.8g"])
     plot_fit(losses, png, title=run.title())
-    console.print(f"wrote {csv} and {png}")
+    console.print(f"wrote {csv}\n      {png}")
