@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         ...       "--out", "/tmp/jc_doctest_sweep"])  # doctest: +SKIP
         0
     """
+    _check_extras()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["sweep", *argv]
@@ -184,6 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _run_fit(run)
     return 0
+
+
+def _check_extras() -> None:
+    """The command needs the ``cli`` extra; say so in one line if it is missing."""
+    import importlib.util
+
+    missing = [m for m in ("sklearn", "pandas", "matplotlib", "rich", "tqdm")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        sys.stderr.write(
+            f"jaxopt-core: error: the command needs {', '.join(missing)}: "
+            "pip install 'jaxopt-core[cli]'\n"
+        )
+        raise SystemExit(2)
 
 
 class _Run(NamedTuple):
@@ -417,6 +432,12 @@ def _run_fit(run: _Run) -> None:
         console.print(f"[red]diverged[/red] at step {first}: try a smaller --lr")
     console.print(f"final: train loss {train_loss:.4g}, val loss {val_loss:.4g}, "
                   f"{METRIC_LABELS[metric]} {val_metric:.4f} ({seconds:.1f} s)")
+    if l1:  # the point of an L1 penalty: how many weights it removed
+        weights = [np.asarray(w) for w, m in zip(
+            jax.tree.leaves(result.params), jax.tree.leaves(weights_only_mask(result.params)),
+            strict=True) if m]
+        zeros = sum(int(np.sum(w == 0)) for w in weights)
+        console.print(f"weights exactly 0: {zeros} of {sum(w.size for w in weights)}")
     csv, png = run.out / "fit.csv", run.out / "fit.png"
     np.savetxt(csv, np.column_stack([np.arange(len(losses)), losses]), delimiter=",",
                header="step,loss", comments="", fmt=["%d", "%.8g"])

@@ -44,7 +44,22 @@ def rank_members(frame: Any, metric: str) -> Any:
 def print_sweep_table(frame: Any, hparam_names: list[str], metric: str, *, title: str,
                       top: int, console: Any = None) -> None:
     """Print the members ranked by validation metric as a rich table (the
-    ``top`` best, or all when ``top`` is 0)."""
+    ``top`` best, or all when ``top`` is 0).
+
+    ``frame`` has one row per member, indexed by member: the hyperparameter
+    columns, ``train_loss``, ``val_loss``, ``val_<metric>``, ``diverged`` and
+    ``rank`` (see :func:`rank_members`).
+
+    Example:
+        >>> import pandas as pd
+        >>> from jaxopt_core.report import print_sweep_table, rank_members
+        >>> f = pd.DataFrame({"learning_rate": [0.1, 1.0], "train_loss": [0.2, 0.1],
+        ...                   "val_loss": [0.3, 0.4], "val_r2": [0.8, 0.7],
+        ...                   "diverged": [False, False]})
+        >>> print_sweep_table(rank_members(f, "r2"), ["learning_rate"], "r2",
+        ...                   title="demo", top=1)  # doctest: +ELLIPSIS
+        demo...
+    """
     from rich.console import Console
     from rich.table import Table
 
@@ -76,7 +91,20 @@ def plot_sweep(losses: np.ndarray, frame: Any, hparam_names: list[str], metric: 
     """Write the sweep's figure to ``path``: loss curves coloured by learning
     rate; train and validation loss against learning rate; validation metric
     against learning rate. With ``--l1``/``--l2`` lists there is one line per
-    strength."""
+    strength. ``losses`` is the sweep's ``[K, steps]`` array; ``frame`` as in
+    :func:`print_sweep_table`.
+
+    Example:
+        >>> import numpy as np, pandas as pd, tempfile, pathlib
+        >>> from jaxopt_core.report import plot_sweep, rank_members
+        >>> f = rank_members(pd.DataFrame({
+        ...     "learning_rate": [0.1, 1.0], "train_loss": [0.2, 0.1], "val_loss": [0.3, 0.4],
+        ...     "val_r2": [0.8, 0.7], "diverged": [False, False]}), "r2")
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "sweep.png"
+        >>> plot_sweep(np.ones((2, 10)), f, ["learning_rate"], "r2", path, title="demo")
+        >>> path.read_bytes()[:4]
+        b'\x89PNG'
+    """
     from matplotlib import colors
     from matplotlib.cm import ScalarMappable
     from matplotlib.collections import LineCollection
@@ -99,7 +127,7 @@ def plot_sweep(losses: np.ndarray, frame: Any, hparam_names: list[str], metric: 
     if kept.size:  # diverging curves leave through the top instead of squashing the rest
         lo, hi = kept.min(), kept.max()
         log = curves.get_yscale() == "log"
-        pad = (hi - lo) * 0.05
+        pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0  # flat curves get a band too
         curves.set_ylim(lo / 1.5 if log else lo - pad, hi * 1.5 if log else hi + pad)
     curves.set(xlabel="step", ylabel="training loss", title="loss curves (running mean)")
     fig.colorbar(ScalarMappable(norm, "viridis"), ax=curves, label="learning rate")
@@ -158,7 +186,17 @@ def _log_if_positive(ax: Any, values: np.ndarray) -> None:
 
 
 def plot_fit(losses: np.ndarray, path: Path, *, title: str) -> None:
-    """Write a single run's loss curve to ``path`` (log scale when positive)."""
+    """Write a single run's loss curve to ``path``, with its running mean
+    (log scale when the losses span more than a factor of 10).
+
+    Example:
+        >>> import numpy as np, tempfile, pathlib
+        >>> from jaxopt_core.report import plot_fit
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "fit.png"
+        >>> plot_fit(np.geomspace(1.0, 1e-3, 100), path, title="demo")
+        >>> path.stat().st_size > 0
+        True
+    """
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.4), layout="constrained")
@@ -174,7 +212,15 @@ def plot_fit(losses: np.ndarray, path: Path, *, title: str) -> None:
 
 
 def print_fit_log(losses: np.ndarray, console: Any = None, *, lines: int = 10) -> None:
-    """Print the loss at about ``lines`` evenly spaced steps, and the last."""
+    """Print the loss at about ``lines`` evenly spaced steps, and the last.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxopt_core.report import print_fit_log
+        >>> print_fit_log(np.array([1.0, 0.5, 0.25]), lines=1)
+        step      0  loss 1
+        step      2  loss 0.25
+    """
     from rich.console import Console
 
     console = console or Console()

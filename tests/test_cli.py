@@ -4,6 +4,7 @@ on stderr naming the option, never a traceback)."""
 
 import csv
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,3 +175,34 @@ def test_top_level_help_lists_subcommands(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "sweep" in out and "fit" in out
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad",
+                                       "proximal_gradient"])
+def test_every_optimizer_sweeps(optimizer, tmp_path, capsys):
+    out = tmp_path / optimizer
+    argv = ["sweep", "--optimizer", optimizer, "--dataset", "breast_cancer", "--lr", "0.01,0.1",
+            "--l1", "0,0.001", "--steps", "10", "--devices", "1", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 0
+    assert "members ranked" in capsys.readouterr().out
+    rows = _rows(out / "sweep.csv")
+    assert len(rows) == 4 and {float(r["l1"]) for r in rows} == {0.0, 0.001}
+    assert all(0.5 < float(r["val_accuracy"]) <= 1 for r in rows)
+
+
+def test_fit_with_proximal_l1_gives_exact_zeros(tmp_path, capsys):
+    # On the sparse synthetic problem, ISTA with a strong L1 zeroes most weights;
+    # the fit's CSV is the loss curve, which must fall.
+    out = tmp_path / "fit"
+    argv = ["fit", "--dataset", "synthetic", "--optimizer", "proximal_gradient", "--lr", "0.3",
+            "--l1", "0.1", "--steps", "100", "--batch-size", "full", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "synthetic · linear · proximal_gradient · lr 0.3 · l1 0.1" in text
+    assert "val R²" in text
+    zeros, total = re.search(r"weights exactly 0: (\d+) of (\d+)", text).groups()
+    assert total == "30" and 20 <= int(zeros) < 30  # 5 of the 30 true weights are non-zero
+    losses = [float(r["loss"]) for r in _rows(out / "fit.csv")]
+    assert len(losses) == 100 and losses[-1] < 0.5 * losses[0]
