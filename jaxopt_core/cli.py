@@ -39,7 +39,7 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line: ``prog: error: message``."""
 
-    def error(self, message: str):  # noqa: D102 - argparse's hook
+    def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"output folder (default: a new {DEFAULT_RUNS}/{p.prog.split()[-1]}"
                        "-YYYYmmdd-HHMMSS)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        p.set_defaults(parser=p)
     sweep.add_argument("--devices", type=_positive_int, default=None,
                        help="number of devices to shard the members over (default: all)")
     sweep.add_argument("--top", type=int, default=10,
@@ -178,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["sweep", *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
-    sub = _subparser(parser, args.command)
-    run = _prepare(args, sub)
+    run = _prepare(args, args.parser)  # the subcommand's parser, for its error()
     if args.command == "sweep":
         _run_sweep(run)
     else:
@@ -229,13 +229,6 @@ class _Run(NamedTuple):
         return " · ".join([*parts, f"{self.steps} steps", batch])
 
 
-def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices[command]
-    raise AssertionError("jaxopt-core has subcommands")
-
-
 def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Run:
     """Check what argparse cannot (model against dataset, batch size against
     the data, devices, --out) and load the data; every problem is a one-line
@@ -243,21 +236,18 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Run:
     from jaxopt_core.data import load_dataset
     from jaxopt_core.models import make_model
 
-    task = DATASETS[args.dataset][0]
-    model = args.model
-    if model == "auto":
-        model = "logistic" if task == CLASSIFICATION else "linear"
-    if task not in MODELS[model]:
-        fits = [m for m, tasks in MODELS.items() if task in tasks]
-        parser.error(
-            f"argument --model: {model} cannot fit {args.dataset}, a {task} dataset; "
-            f"use {' or '.join(fits)}"
-        )
     if args.command == "fit":
         for name in ("lr", "l1", "l2"):
             if len(getattr(args, name)) != 1:
                 parser.error(f"argument --{name}: fit takes one value; use sweep for several")
     dataset = load_dataset(args.dataset)
+    name = args.model
+    if name == "auto":
+        name = "logistic" if dataset.task == CLASSIFICATION else "linear"
+    try:
+        model = make_model(name, dataset.task, dataset.n_features, dataset.n_outputs)
+    except ValueError as err:  # a model that cannot do this dataset's task
+        parser.error(f"argument --model: {err} ({args.dataset} is a {dataset.task} dataset)")
     n = dataset.x_train.shape[0]
     if args.batch_size is not None and args.batch_size > n:
         parser.error(
@@ -277,9 +267,8 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Run:
         devices = available[: args.devices]
     out = _output_dir(args.out, args.command, parser)
     return _Run(
-        command=args.command, dataset=dataset,
-        model=make_model(model, task, dataset.n_features, dataset.n_outputs),
-        optimizer=args.optimizer, learning_rates=args.lr, l1=args.l1, l2=args.l2,
+        command=args.command, dataset=dataset, model=model, optimizer=args.optimizer,
+        learning_rates=args.lr, l1=args.l1, l2=args.l2,
         steps=args.steps, batch_size=args.batch_size, seed=args.seed, devices=devices,
         out=out, progress=not args.no_progress, top=getattr(args, "top", 0),
     )
