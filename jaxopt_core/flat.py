@@ -1,12 +1,21 @@
-r"""The flat parameter layout: one 1-D buffer per dtype instead of a tree.
+r"""The flat parameter layout: a few long 1-D buffers instead of a tree.
 
 A model with thousands of small leaves (biases, norms, per-layer scales) makes
 an optimizer step run thousands of tiny elementwise kernels; the same step on
-one long vector is a handful of large ones. :func:`ravel` packs a pytree into
-a :class:`Flat`: the leaves, raveled and concatenated, one buffer per dtype
-(so bfloat16 and float32 leaves are never promoted into one), plus a static
+a few long vectors is a handful of large ones. :func:`ravel` packs a pytree
+into a :class:`Flat`: the leaves, raveled and concatenated per dtype (so
+bfloat16 and float32 leaves are never promoted into one), plus a static
 :class:`Layout` recording where each leaf lives. :meth:`Flat.unravel` gives
 the user's tree back by splitting and reshaping.
+
+Blocks. A dtype's leaves go into one buffer per block of at most
+``max_leaves`` (default :data:`MAX_LEAVES`, 32) consecutive leaves, not into a
+single buffer. Measured with XLA:CPU (jax 0.10), the compile time of a
+program grows with the *square* of the number of slices taken from one
+buffer: a 1000-leaf MLP train loop took 129 s to compile on one buffer,
+42 s on the tree and 18 s on blocks of 32, which also ran fastest. With
+blocks of 32, a 10,000-leaf model still has ~300 buffers instead of 10,000
+leaves for the optimizer to visit.
 
 :class:`Flat` is a pytree whose children are the buffers and whose static aux
 data is the layout, so every optimizer that maps over its params (all of
@@ -17,7 +26,7 @@ optimizer state in the flat layout) back into the user's layout.
 
 Differentiating through :meth:`Flat.unravel` gives a flat gradient for free:
 the transpose of a split is a concatenate, so ``jax.grad(lambda f:
-loss(f.unravel()))`` returns one buffer per dtype without a per-leaf gather.
+loss(f.unravel()))`` returns flat buffers without a per-leaf gather.
 
 Only elementwise optimizers may run on the flat layout. An update that depends
 on which entries form a leaf (a mask, a per-leaf norm) must see the tree: see
@@ -33,13 +42,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Leaves per buffer: see "Blocks" in the module notes.
+MAX_LEAVES = 32
+
 
 class Layout(NamedTuple):
     """Static description of a flattened tree (hashable, so it can be jit aux data).
 
     Attributes:
         treedef: the tree structure of the original params.
-        dtypes: the dtype (as a string) of each buffer, in buffer order.
+        dtypes: the dtype (as a string) of each buffer, in buffer order (a
+            dtype repeats when its leaves fill several blocks).
         leaves: per leaf, in tree order, ``(buffer index, shape)``; a leaf's
             offset in its buffer is the total size of the earlier leaves of
             that buffer.
@@ -58,8 +71,8 @@ class Layout(NamedTuple):
 class Flat:
     """Params (or one part of an optimizer state) in the flat layout.
 
-    ``buffers`` holds one 1-D array per dtype (with leading batch axes under
-    ``jax.vmap`` from the outside); ``layout`` is static. Children are not
+    ``buffers`` holds one 1-D array per dtype and block of leaves (with leading
+    batch axes under ``jax.vmap`` from the outside); ``layout`` is static. Children are not
     validated, since JAX rebuilds pytrees with placeholders during tracing.
 
     Example:
@@ -95,23 +108,26 @@ class Flat:
 
         Works on unbatched buffers only; under ``jax.vmap`` call it inside.
         """
-        pieces = []
-        for i in range(len(self.buffers)):
-            sizes = self.layout.sizes(i)
-            pieces.append(iter(jax.lax.split(self.buffers[i], sizes)))
+        sizes: list[list[int]] = [[] for _ in self.buffers]
+        for b, shape in self.layout.leaves:
+            sizes[b].append(int(np.prod(shape)))
+        pieces = [iter(jax.lax.split(x, s)) for x, s in zip(self.buffers, sizes, strict=True)]
         leaves = [next(pieces[b]).reshape(shape) for b, shape in self.layout.leaves]
         return jax.tree.unflatten(self.layout.treedef, leaves)
 
 
-def ravel(tree: Any) -> Flat:
-    """Pack the leaves of ``tree`` into one 1-D buffer per dtype.
+def ravel(tree: Any, max_leaves: int | None = None) -> Flat:
+    """Pack the leaves of ``tree`` into 1-D buffers: per dtype, one buffer per
+    block of ``max_leaves`` consecutive leaves of that dtype.
 
     Buffers are ordered by the first appearance of their dtype among the
-    leaves; within a buffer, leaves keep the tree's order. ``None`` leaves
-    are kept in the tree structure and take no space.
+    leaves, then by block; within a buffer, leaves keep the tree's order.
+    ``None`` leaves are kept in the tree structure and take no space.
 
     Args:
         tree: a pytree of arrays (or numbers).
+        max_leaves: leaves per buffer at most (default :data:`MAX_LEAVES`;
+            see the module notes for why it is bounded).
 
     Returns:
         A :class:`Flat`; ``ravel(tree).unravel()`` equals ``tree`` (numbers
@@ -124,19 +140,23 @@ def ravel(tree: Any) -> Flat:
         >>> [b.shape for b in f.buffers], f.layout.dtypes
         ([(3,), (3,)], ('float32', 'bfloat16'))
     """
+    max_leaves = MAX_LEAVES if max_leaves is None else max_leaves
+    if max_leaves < 1:
+        raise ValueError(f"max_leaves must be >= 1; got max_leaves={max_leaves}")
     leaves, treedef = jax.tree.flatten(tree)
     leaves = [jnp.asarray(x) for x in leaves]
-    dtypes: list[str] = []
-    where = []
-    for x in leaves:
-        d = str(x.dtype)
-        if d not in dtypes:
+    by_dtype: dict[str, list[int]] = {}
+    for i, x in enumerate(leaves):
+        by_dtype.setdefault(str(x.dtype), []).append(i)
+    dtypes, where, buffers = [], [None] * len(leaves), []
+    for d, members in by_dtype.items():
+        for start in range(0, len(members), max_leaves):
+            block = members[start:start + max_leaves]
+            for i in block:
+                where[i] = (len(dtypes), tuple(leaves[i].shape))
+            parts = [jnp.ravel(leaves[i]) for i in block]
+            buffers.append(jnp.concatenate(parts) if len(parts) > 1 else parts[0])
             dtypes.append(d)
-        where.append((dtypes.index(d), tuple(x.shape)))
-    buffers = []
-    for i in range(len(dtypes)):
-        parts = [jnp.ravel(x) for x, (b, _) in zip(leaves, where, strict=True) if b == i]
-        buffers.append(jnp.concatenate(parts) if len(parts) > 1 else parts[0])
     return Flat(tuple(buffers), Layout(treedef, tuple(dtypes), tuple(where)))
 
 

@@ -20,7 +20,7 @@ visits each kept example exactly once. Step ``t`` uses batch
 ``t % (n // batch_size)`` of epoch ``t // (n // batch_size)``.
 
 Inside :func:`fit` the params and optimizer state are kept in the flat layout
-of :mod:`jaxopt_core.flat` (one buffer per dtype), unless the optimizer
+of :mod:`jaxopt_core.flat` (a few long buffers), unless the optimizer
 depends on the leaf structure; results come back in the user's tree layout.
 """
 
