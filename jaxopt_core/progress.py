@@ -18,7 +18,7 @@ import itertools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 _BARS: dict[int, Any] = {}
 _TOKENS = itertools.count(1)
@@ -72,8 +72,9 @@ class ProgressBar:
             self.token = next(_TOKENS)
             _BARS[self.token] = self._bar
 
-    def token_array(self) -> jax.Array:
-        return jnp.asarray(self.token, jnp.int32)
+    def token_array(self) -> np.ndarray:
+        """The token as a host int32 (a NumPy scalar is a valid input on every host)."""
+        return np.int32(self.token)
 
     def __enter__(self) -> ProgressBar:
         return self

@@ -6,26 +6,46 @@ cost one compile and one dispatch; the hyperparameters enter the program as
 arrays, so sweeping new values of the same shapes compiles nothing new.
 
 Members are independent: nothing in the program reduces across the member
-axis, so a member's params and losses do not depend on which other members
-run beside it. In particular a member that diverges is isolated: once its
+axis, so a member's params and losses do not depend on the hyperparameters
+or the fate of the members beside it. In particular a member that diverges is isolated: once its
 loss or its params stop being finite it is frozen at its last finite params
 and optimizer state (a per-member ``alive`` flag carried in the scan selects
-the old values with ``jnp.where``), its later losses are recorded as NaN,
-and it is flagged in :attr:`SweepResult.diverged`.
+the old values with ``jnp.where``) and flagged in
+:attr:`SweepResult.diverged`. Its losses: the loss of the step that diverged
+is recorded as computed (``inf``/``nan``, or finite when it was the update
+that overflowed), every later one as NaN. Frozen members still compute (vmap
+cannot skip a lane), their results are discarded.
 
 Across devices the member axis is sharded over a one-axis
-:class:`jax.sharding.Mesh` (``"members"``); K is padded up to a multiple of
-the device count (padding members repeat the last member) and the padding is
-dropped from the results, which stay on the devices. The data is replicated:
-one copy per device, shared by that device's members, never one per member.
+:class:`jax.sharding.Mesh` (``"members"``) with a ``NamedSharding``; K is
+padded up to a multiple of the device count (padding members repeat the last
+member) and the padding is dropped from the results. When the device count
+divides K the results stay sharded, member-wise, on the devices; otherwise
+JAX cannot split K rows evenly and they come back replicated on those
+devices. The data is replicated: one copy per device, shared by that
+device's members, never one per member. ``chunk_size`` runs the members a
+chunk at a time through the same compiled program.
+
+Equality across layouts of the work. A member's numbers never depend on the
+*values* of other members (the program is lane-wise independent: tested bit
+for bit). They may depend, in the last bits, on how many members one device
+runs at once: XLA:CPU vectorises a kernel over the member axis differently
+for 8 members than for 2, so a sweep on 4 devices, or in chunks, agrees with
+the one-device sweep to float32 rounding (about 1e-7 relative, growing
+slowly with steps), and often bit for bit.
 
 Multi-host: the same call works under ``jax.distributed``. Call
-``jax.distributed.initialize()`` in every process, then run the identical
-``sweep(...)`` in every process with the same grid, data and key: the mesh
-spans ``jax.devices()`` (the devices of all hosts), each host computes the
-members on its own devices, and the results are global arrays. Read them with
-``jax.experimental.multihost_utils.process_allgather`` (``best_index``,
-``to_dataframe()`` and ``plot()`` already do).
+``jax.distributed.initialize()`` in every process, then make the identical
+``sweep(...)`` call in every process (same grid, data and key: each process
+holds the whole data set). The mesh spans ``jax.devices()``, the devices of
+all hosts; each process places its share of the grid with
+``jax.make_array_from_callback``, trains the members on its own devices, and
+gets global arrays back. ``best_index``, :meth:`SweepResult.to_dataframe`
+and :meth:`SweepResult.plot` gather what they need with
+``jax.experimental.multihost_utils.process_allgather``; gather ``params``
+the same way before reading them on one host. (Written to the documented
+multi-process API; this repository's tests cover several devices in one
+process only.)
 """
 
 from __future__ import annotations
@@ -162,10 +182,11 @@ def sweep(
 ) -> SweepResult:
     r"""Train one member per grid entry, all K in one compiled program.
 
-    Member :math:`i` is exactly :func:`~jaxopt_core.fit` with
-    ``optimizer_fn(**hp_i)`` (and the penalty, seed and keys below): the loop
-    is ``lax.scan`` over steps of ``jax.vmap`` over members, the data shared
-    by all members (``in_axes=None``).
+    Member :math:`i` computes what :func:`~jaxopt_core.fit` computes with
+    ``optimizer_fn(**hp_i)`` (and the penalty, seed and keys below), up to
+    float rounding, except that a diverging member is frozen (see the module
+    notes). The loop is ``lax.scan`` over steps of ``jax.vmap`` over members,
+    with the data shared by all members (``in_axes=None``).
 
     Grid names:
 
@@ -252,15 +273,16 @@ def sweep(
     spec = _Spec(
         loss_fn=loss_fn, optimizer_fn=optimizer_fn, opt_names=opt_names,
         penalty=tuple(n for n in ("l1", "l2") if n in hp), penalty_mask=_freeze(penalty_mask),
-        seeded="seed" in hp, init_fn=init_fn, steps=steps, batch_size=batch_size,
-        flat=flat, every=report_every(steps) if progress else 0, sharding=members,
+        seeded="seed" in hp, key_impl=str(jax.random.key_impl(key)), init_fn=init_fn,
+        steps=steps, batch_size=batch_size, flat=flat,
+        every=report_every(steps) if progress else 0, sharding=members,
     )
     shared = _put((None if init_fn else params, data, jax.random.key_data(key)), replicated)
     outs = []
     with ProgressBar(progress, total=steps * n_chunks, desc="sweep") as bar:
         for c in range(n_chunks):
             hp_c = _put({n: v[c * chunk:(c + 1) * chunk] for n, v in padded.items()}, members)
-            base = jnp.asarray(c * steps, jnp.int32)
+            base = np.int32(c * steps)
             try:
                 outs.append(_sweep_program(*shared, hp_c, bar.token_array(), base, spec=spec))
             except jax.errors.ConcretizationTypeError as err:
@@ -290,6 +312,7 @@ class _Spec(NamedTuple):
     penalty: tuple[str, ...]
     penalty_mask: Any
     seeded: bool
+    key_impl: str
     init_fn: Callable | None
     steps: int
     batch_size: int | None
@@ -300,7 +323,7 @@ class _Spec(NamedTuple):
 
 @functools.partial(jax.jit, static_argnames=("spec",))
 def _sweep_program(params, data, key_data, hp, token, base, *, spec: _Spec):
-    key = jax.random.wrap_key_data(key_data)
+    key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
     batcher = Batcher(data, spec.batch_size)
 
     def build(hp_m):
@@ -420,7 +443,14 @@ def _probe(optimizer_fn: Callable, hp: dict[str, np.ndarray]) -> Any:
     try:
         return optimizer_fn(**hp)
     except TypeError:
+        pass
+    try:
         return optimizer_fn(**{n: v[0].item() for n, v in hp.items()})
+    except TypeError as err:
+        raise TypeError(
+            f"optimizer_fn(**hyperparameters) failed with the grid's names {sorted(hp)}: {err}. "
+            "Bind the arguments that are not swept with functools.partial."
+        ) from err
 
 
 def _is_init_fn(params: Any) -> bool:
