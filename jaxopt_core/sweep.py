@@ -99,6 +99,13 @@ class SweepResult(NamedTuple):
     diverged: jax.Array
     best_index: int | None
 
+    def __repr__(self) -> str:
+        k, steps = self.losses.shape
+        return (
+            f"SweepResult(K={k}, steps={steps}, grid={list(self.hparams)}, "
+            f"diverged={int(_host(self.diverged).sum())}, best_index={self.best_index})"
+        )
+
     def final_losses(self) -> np.ndarray:
         """``[K]`` losses at the last step (NaN for diverged members), on the host."""
         return _host(self.losses[:, -1])

@@ -119,3 +119,8 @@ def test_masked_optimizers_stay_on_the_tree():
     chex.assert_trees_all_equal(auto.params, tree.params)
     with pytest.raises(ValueError, match="layout='flat'"):
         jc.fit(mlp_loss, params, opt, (X, Y), steps=10, layout="flat")
+    masked = functools.partial(jc.adamw, weight_decay=0.5, mask=mask)
+    res = jc.sweep(mlp_loss, params, masked, (X, Y), grid={"learning_rate": np.array([0.05])},
+                   steps=10)
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[0], res.params), tree.params,
+                                rtol=1e-5, atol=1e-6)

@@ -160,6 +160,9 @@ def test_result_helpers():
     lrs = np.array([0.003, 0.03, 0.3, 80.0])
     res = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid={"learning_rate": lrs}, steps=100)
     assert res.best_index == 2
+    assert repr(res) == (
+        "SweepResult(K=4, steps=100, grid=['learning_rate'], diverged=1, best_index=2)"
+    )
     chex.assert_trees_all_equal(res.best_params(), member(res, 2))
     frame = res.to_dataframe()
     assert list(frame.columns) == ["learning_rate", "final_loss", "diverged"]
