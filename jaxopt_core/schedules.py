@@ -94,7 +94,7 @@ def cosine_decay_schedule(
 
     Example:
         >>> import jaxopt_core as jc
-        >>> float(jc.cosine_decay_schedule(1.0, decay_steps=100)(50))
+        >>> round(float(jc.cosine_decay_schedule(1.0, decay_steps=100)(50)), 6)
         0.5
     """
     check_number("init_value", init_value, low=None)
@@ -193,8 +193,8 @@ def piecewise_constant_schedule(
     Example:
         >>> import jaxopt_core as jc
         >>> s = jc.piecewise_constant_schedule(1.0, {10: 0.1, 20: 0.5})
-        >>> float(s(5)), float(s(15)), float(s(25))
-        (1.0, 0.1, 0.05)
+        >>> [round(float(s(n)), 6) for n in (5, 15, 25)]
+        [1.0, 0.1, 0.05]
     """
     check_number("init_value", init_value, low=None)
     items = sorted((boundaries_and_scales or {}).items())
