@@ -1,0 +1,92 @@
+"""Timing: contenders run in one process, interleaved, after warm-up.
+
+Every timed unit ends with ``jax.block_until_ready`` on its result, so the
+clock covers the computation and not only its dispatch. Contenders are timed
+in turn (A B, B A, A B, ...) rather than all of A then all of B, so a change
+in the machine's load during the run (other processes, frequency scaling) hits
+both alike, and neither always runs second; the summary is the median over
+repetitions, which ignores the odd repetition a background process disturbed.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+
+class Timing(NamedTuple):
+    """Seconds per unit of work: the median and the spread over repetitions."""
+
+    median: float
+    low: float  # the smallest repetition
+    high: float  # the largest repetition
+    reps: int
+
+    @classmethod
+    def of(cls, samples: list[float]) -> Timing:
+        return cls(statistics.median(samples), min(samples), max(samples), len(samples))
+
+
+def run_once(fn: Callable[[], Any]) -> float:
+    """Seconds for one call of ``fn`` including the wait for its result."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+
+
+def calibrate(fn: Callable[[], Any], target_s: float, max_inner: int = 1000) -> int:
+    """How many back-to-back calls of ``fn`` make one timed unit of about
+    ``target_s`` seconds (at least 1), from one already-warm call."""
+    once = run_once(fn)
+    return max(1, min(max_inner, int(target_s / max(once, 1e-7))))
+
+
+def interleaved(
+    contenders: dict[str, Callable[[], Any]],
+    *,
+    reps: int,
+    inner: int = 1,
+    warmup: int = 1,
+) -> dict[str, Timing]:
+    """Time each contender ``reps`` times, interleaved, after ``warmup`` calls each.
+
+    One repetition of a contender is ``inner`` back-to-back calls (dispatched
+    asynchronously, as a training loop would) followed by one
+    ``block_until_ready``; the sample is the elapsed time divided by ``inner``.
+    Contenders that carry state (donated buffers) keep it in their closure.
+    """
+    for fn in contenders.values():
+        for _ in range(warmup):
+            jax.block_until_ready(fn())
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for rep in range(reps):
+        # A B, B A, A B, ...: no contender always runs right after the other.
+        for name in names if rep % 2 == 0 else names[::-1]:
+            fn = contenders[name]
+            t0 = time.perf_counter()
+            out = None
+            for _ in range(inner):
+                out = fn()
+            jax.block_until_ready(out)
+            samples[name].append((time.perf_counter() - t0) / inner)
+    return {name: Timing.of(s) for name, s in samples.items()}
+
+
+def load_average() -> tuple[float, float, float]:
+    """The 1, 5 and 15 minute load averages (zeros where unavailable)."""
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (0.0, 0.0, 0.0)
+
+
+def overlap(a: Timing, b: Timing) -> bool:
+    """Whether the ranges of two timings overlap: their difference is within
+    the run-to-run spread."""
+    return a.low <= b.high and b.low <= a.high

@@ -1,0 +1,76 @@
+"""(b) A full training step (gradient + update) on a model with many leaves.
+
+Method: a training run of ``steps`` full-batch steps compiled as one
+``lax.scan`` and timed end to end, divided by ``steps``. Three contenders,
+interleaved, each compiled once before timing:
+
+* ``jc.fit`` with its default layout: the params and the optimizer state live
+  in one flat buffer per dtype inside the scan (the loss still sees the tree);
+* ``jc.fit(layout="tree")``: the same loop on the user's tree, which isolates
+  the effect of the layout from the effect of the library;
+* optax on the tree: the same scan written the usual way (``optimizer.init``
+  then ``value_and_grad``, ``update``, ``apply_updates`` in the body), jitted.
+
+All three start from ``optimizer.init`` inside the compiled program and return
+params, optimizer state and per-step losses, so they do the same work; the
+once-per-run costs (packing the params into the flat buffer and back, the
+initial state) are spread over ``steps`` steps.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import optax
+
+import jaxopt_core as jc
+from benchmarks.problems import Problem
+from benchmarks.timing import Timing, interleaved, run_once
+
+CONTENDERS = ("jc fit (flat)", "jc fit (tree)", "optax (tree)")
+
+
+class TrainResult(NamedTuple):
+    problem: str
+    leaves: int
+    params: int
+    optimizer: str
+    steps: int
+    per_step: dict[str, Timing]  # contender -> seconds per step
+    compile_s: dict[str, float]  # contender -> first call minus a steady-state call
+
+
+def optax_scan(loss_fn, optimizer, steps: int):
+    """The optax baseline: ``steps`` full-batch steps in one jitted scan."""
+
+    @jax.jit
+    def run(params, data):
+        def body(carry, _):
+            p, s = carry
+            loss, grads = jax.value_and_grad(loss_fn)(p, data)
+            updates, s = optimizer.update(grads, s, p)
+            return (optax.apply_updates(p, updates), s), loss
+
+        (p, s), losses = jax.lax.scan(body, (params, optimizer.init(params)), None, length=steps)
+        return p, s, losses
+
+    return run
+
+
+def bench_training(problem: Problem, optimizer: str, steps: int, reps: int) -> TrainResult:
+    ours, theirs = getattr(jc, optimizer)(1e-3), getattr(optax, optimizer)(1e-3)
+    baseline = optax_scan(problem.loss, theirs, steps)
+    p, data = problem.params, problem.data
+
+    def fit(layout):
+        return lambda: jc.fit(problem.loss, p, ours, data, steps=steps, layout=layout)
+
+    contenders = dict(zip(CONTENDERS, (fit("auto"), fit("tree"), lambda: baseline(p, data)),
+                          strict=True))
+    first = {name: run_once(fn) for name, fn in contenders.items()}
+    timings = interleaved(contenders, reps=reps, inner=1, warmup=0)
+    per_step = {name: Timing(*(x / steps for x in t[:3]), t.reps) for name, t in timings.items()}
+    compile_s = {name: max(0.0, first[name] - timings[name].median) for name in contenders}
+    return TrainResult(problem.name, problem.n_leaves, problem.n_params, optimizer, steps,
+                       per_step, compile_s)

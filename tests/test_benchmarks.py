@@ -1,0 +1,44 @@
+"""The benchmark runner works end to end: the smoke run writes a report with
+every section and the figure. Benchmarks are not tests: nothing here checks a
+timing."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+SECTIONS = (
+    "## Machine",
+    "## Targets (issue 6)",
+    "## (a) Optimizer step",
+    "### HLO audit",
+    "## (b) Full training step",
+    "## (c) Learning-rate sweeps",
+    "## (d) Peak memory against K",
+)
+
+
+def _stamp(path: Path):
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def test_smoke_run_writes_report_and_figure(tmp_path):
+    out = tmp_path / "RESULTS.md"
+    real = REPO / "benchmarks" / "RESULTS.md"
+    before = _stamp(real)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for heading in SECTIONS:
+        assert heading in text, f"missing section {heading!r}"
+    assert "Not run." not in text
+    for name in ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad"):
+        assert f"| {name} |" in text
+    assert "PASS" in text or "GAP" in text
+    png = tmp_path / "sweep_scaling.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _stamp(real) == before, "the smoke run must not overwrite benchmarks/RESULTS.md"
