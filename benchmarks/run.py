@@ -93,10 +93,9 @@ def run(config: Config, sections: tuple[str, ...], mode: str, command: str) -> r
                             if mode == "full" else " (smoke run)."))
     if "b" in sections:
         model = problems.residual_mlp(config.train_blocks)
-        for name in config.train_optimizers:
-            _log(f"(b) {model.n_leaves}-leaf training step, {name}")
-            train_results.append(training.bench_training(model, name, config.train_steps,
-                                                         config.train_reps))
+        _log(f"(b) {model.n_leaves}-leaf training step, {', '.join(config.train_optimizers)}")
+        train_results = training.bench_training(model, config.train_optimizers,
+                                                config.train_steps, config.train_reps)
     if "c" in sections:
         for key, kwargs, n_steps in config.sweep_problems:
             problem = problems.PROBLEMS[key](**kwargs)

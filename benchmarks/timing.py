@@ -25,11 +25,24 @@ class Timing(NamedTuple):
     median: float
     low: float  # the smallest repetition
     high: float  # the largest repetition
-    reps: int
+    samples: tuple[float, ...]  # in the order they were taken
 
     @classmethod
     def of(cls, samples: list[float]) -> Timing:
-        return cls(statistics.median(samples), min(samples), max(samples), len(samples))
+        return cls(statistics.median(samples), min(samples), max(samples), tuple(samples))
+
+    def scaled(self, factor: float) -> Timing:
+        return Timing.of([x * factor for x in self.samples])
+
+
+def ratio(a: Timing, b: Timing) -> float:
+    """``a / b`` as the median of the per-repetition ratios when the two were
+    timed interleaved (repetition i of each ran back to back, so they shared
+    the machine's state), else the ratio of the medians. On a noisy machine
+    the paired ratio is steadier than the ratio of medians."""
+    if len(a.samples) == len(b.samples) and a.samples:
+        return statistics.median(x / y for x, y in zip(a.samples, b.samples, strict=True))
+    return a.median / b.median
 
 
 def run_once(fn: Callable[[], Any]) -> float:

@@ -1,8 +1,8 @@
 """(b) A full training step (gradient + update) on a model with many leaves.
 
 Method: a training run of ``steps`` full-batch steps compiled as one
-``lax.scan`` and timed end to end, divided by ``steps``. Three contenders,
-interleaved, each compiled once before timing:
+``lax.scan`` and timed end to end, divided by ``steps``. Three contenders per
+optimizer, all interleaved together, each compiled once before timing:
 
 * ``jc.fit`` with its default layout: the params and the optimizer state live
   in one flat buffer per dtype inside the scan (the loss still sees the tree);
@@ -58,19 +58,26 @@ def optax_scan(loss_fn, optimizer, steps: int):
     return run
 
 
-def bench_training(problem: Problem, optimizer: str, steps: int, reps: int) -> TrainResult:
-    ours, theirs = getattr(jc, optimizer)(1e-3), getattr(optax, optimizer)(1e-3)
-    baseline = optax_scan(problem.loss, theirs, steps)
+def bench_training(problem: Problem, optimizers: tuple[str, ...], steps: int,
+                   reps: int) -> list[TrainResult]:
+    """The three contenders for each optimizer, all timed in one interleaved
+    group, so the optimizers' per-step times can be compared with each other."""
     p, data = problem.params, problem.data
+    contenders = {}
+    for name in optimizers:
+        ours, theirs = getattr(jc, name)(1e-3), getattr(optax, name)(1e-3)
+        baseline = optax_scan(problem.loss, theirs, steps)
 
-    def fit(layout):
-        return lambda: jc.fit(problem.loss, p, ours, data, steps=steps, layout=layout)
+        def fit(layout, ours=ours):
+            return lambda: jc.fit(problem.loss, p, ours, data, steps=steps, layout=layout)
 
-    contenders = dict(zip(CONTENDERS, (fit("auto"), fit("tree"), lambda: baseline(p, data)),
-                          strict=True))
-    first = {name: run_once(fn) for name, fn in contenders.items()}
+        runs = (fit("auto"), fit("tree"), lambda b=baseline: b(p, data))
+        contenders.update({(name, c): fn for c, fn in zip(CONTENDERS, runs, strict=True)})
+    first = {key: run_once(fn) for key, fn in contenders.items()}
     timings = interleaved(contenders, reps=reps, inner=1, warmup=0)
-    per_step = {name: Timing(*(x / steps for x in t[:3]), t.reps) for name, t in timings.items()}
-    compile_s = {name: max(0.0, first[name] - timings[name].median) for name in contenders}
-    return TrainResult(problem.name, problem.n_leaves, problem.n_params, optimizer, steps,
-                       per_step, compile_s)
+    return [
+        TrainResult(problem.name, problem.n_leaves, problem.n_params, name, steps,
+                    {c: timings[name, c].scaled(1 / steps) for c in CONTENDERS},
+                    {c: max(0.0, first[name, c] - timings[name, c].median) for c in CONTENDERS})
+        for name in optimizers
+    ]
