@@ -367,10 +367,17 @@ def plot(r: Results, path: Path) -> None:
         run.plot(k, [p.loop for p in pts], "^--", label="Python loop (K x per member)")
         run.set(xscale="log", yscale="log", xlabel="K (members)", ylabel="seconds per sweep",
                 title=f"{problem}: sweep time, {pts[0].steps} steps")
-        comp.plot(k, [max(p.compile_ours, 1e-3) for p in pts], "o-", label="jc.sweep")
-        comp.plot(k, [max(p.compile_theirs, 1e-3) for p in pts], "s-", label="optax")
+        ours_c = [max(p.compile_ours, 1e-3) for p in pts]
+        theirs_c = [max(p.compile_theirs, 1e-3) for p in pts]
+        comp.plot(k, ours_c, "o-", label="jc.sweep")
+        comp.plot(k, theirs_c, "s-", label="optax")
+        comp.axhline(1.5 * ours_c[0], color="gray", ls=":", label="target: 1.5x jc.sweep at K=1")
+        # At least a decade of y range, so that run-to-run noise does not look like a trend.
+        lo, hi = min(ours_c + theirs_c), max(ours_c + theirs_c + [1.5 * ours_c[0]])
+        mid = (lo * hi) ** 0.5
         comp.set(xscale="log", yscale="log", xlabel="K (members)", ylabel="compile seconds",
-                 title=f"{problem}: compile time")
+                 title=f"{problem}: compile time",
+                 ylim=(min(lo / 1.5, mid / 3.2), max(hi * 1.5, mid * 3.2)))
         for ax in row:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
