@@ -237,7 +237,8 @@ def _section_a(r: Results) -> list[str]:
               "same run. On trees of many small leaves the ceiling is not bandwidth but the "
               "fixed cost of one kernel per leaf (the 'us per leaf'), so GB/s there measures "
               "kernels per second, and a step can beat the `x * c` 'ceiling'. "
-              "Compile = first call minus a steady-state call.", ""]
+              "Compile = seconds JAX reports (`jax.monitoring`) for tracing, lowering and "
+              "compiling during the first call.", ""]
     ceilings = {c.tree: c for c in r.ceilings}
     for tree in dict.fromkeys(s.tree for s in r.steps):
         c = ceilings.get(tree)
@@ -306,8 +307,9 @@ def _section_c(r: Results, png_name: str) -> list[str]:
     lines += [f"![sweep time and compile time against K]({png_name})", "",
               "Python loop = K x the median time of one member (a Python loop over steps of "
               "one jitted step), timed on the number of members shown and extrapolated to K. "
-              "Compile: jc.sweep = first call minus steady-state call; optax = "
-              "`lower().compile()`.", ""]
+              "Compile = seconds JAX reports (`jax.monitoring`) for tracing, lowering and "
+              "compiling during jc.sweep's first call (helpers included) and during the optax "
+              "program's `lower().compile()`; the minimum of two fresh compiles.", ""]
     for problem, points in r.sweeps.items():
         lines += [f"### {problem}, {points[0].steps} steps", ""]
         for p in (p for p in points if p.ours_tree is not None):

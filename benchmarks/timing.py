@@ -45,6 +45,45 @@ def ratio(a: Timing, b: Timing) -> float:
     return a.median / b.median
 
 
+# What JAX reports through jax.monitoring for each function it compiles.
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+class _CompileClock:
+    """Running total of the seconds JAX spent tracing, lowering and compiling."""
+
+    def __init__(self):
+        self.total = 0.0
+        self.listening = False
+
+    def __call__(self, event: str, duration: float, **kwargs) -> None:
+        if event in COMPILE_EVENTS:
+            self.total += duration
+
+
+_CLOCK = _CompileClock()
+
+
+def compile_seconds(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """``(seconds of tracing + lowering + XLA compiling during fn(), its result)``.
+
+    Read from JAX's own ``jax.monitoring`` duration events, so it counts every
+    function compiled during the call (helpers included) and nothing of the
+    run itself: unlike "first call minus a later call", it does not drown in
+    the run's noise when the run takes longer than the compile.
+    """
+    if not _CLOCK.listening:
+        jax.monitoring.register_event_duration_secs_listener(_CLOCK)
+        _CLOCK.listening = True
+    before = _CLOCK.total
+    out = jax.block_until_ready(fn())
+    return _CLOCK.total - before, out
+
+
 def run_once(fn: Callable[[], Any]) -> float:
     """Seconds for one call of ``fn`` including the wait for its result."""
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ import optax
 
 import jaxopt_core as jc
 from benchmarks.problems import Problem
-from benchmarks.timing import Timing, interleaved, run_once
+from benchmarks.timing import Timing, compile_seconds, interleaved
 
 CONTENDERS = ("jc fit (flat)", "jc fit (tree)", "optax (tree)")
 
@@ -38,7 +38,7 @@ class TrainResult(NamedTuple):
     optimizer: str
     steps: int
     per_step: dict[str, Timing]  # contender -> seconds per step
-    compile_s: dict[str, float]  # contender -> first call minus a steady-state call
+    compile_s: dict[str, float]  # contender -> seconds tracing + lowering + compiling
 
 
 def optax_scan(loss_fn, optimizer, steps: int):
@@ -73,11 +73,11 @@ def bench_training(problem: Problem, optimizers: tuple[str, ...], steps: int,
 
         runs = (fit("auto"), fit("tree"), lambda b=baseline: b(p, data))
         contenders.update({(name, c): fn for c, fn in zip(CONTENDERS, runs, strict=True)})
-    first = {key: run_once(fn) for key, fn in contenders.items()}
+    first = {key: compile_seconds(fn)[0] for key, fn in contenders.items()}
     timings = interleaved(contenders, reps=reps, inner=1, warmup=0)
     return [
         TrainResult(problem.name, problem.n_leaves, problem.n_params, name, steps,
                     {c: timings[name, c].scaled(1 / steps) for c in CONTENDERS},
-                    {c: max(0.0, first[name, c] - timings[name, c].median) for c in CONTENDERS})
+                    {c: first[name, c] for c in CONTENDERS})
         for name in optimizers
     ]
