@@ -6,6 +6,7 @@ and ``optax.<name>(**kwargs)`` are the same optimizer. ``learning_rate`` is not
 in the kwargs: tests pass their own (often a traced one).
 """
 
+import contextlib
 import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -32,26 +33,30 @@ OPTIMIZER_TABLE = [
 LEARNING_RATES = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.005, "adagrad": 0.1}
 
 
-class CompileCounter:
-    """Counts XLA backend compilations while registered."""
+@contextlib.contextmanager
+def count_compiles():
+    """Collect the XLA backend compiles that happen inside the block:
+    ``with count_compiles() as seen: ...; assert len(seen) == 0``."""
+    import jax
 
-    def __init__(self):
-        self.count = 0
+    seen = []
 
-    def __call__(self, event, duration, **kwargs):
+    def listener(event, duration, **kwargs):
         if event == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
+            seen.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield seen
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture
 def compiles():
-    """A :class:`CompileCounter` listening for the duration of one test."""
-    import jax
-
-    counter = CompileCounter()
-    jax.monitoring.register_event_duration_secs_listener(counter)
-    yield counter
-    jax.monitoring.unregister_event_duration_listener(counter)
+    """The list of backend compiles seen during one test (see count_compiles)."""
+    with count_compiles() as seen:
+        yield seen
 
 
 def _case_id(case):

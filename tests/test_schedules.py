@@ -80,9 +80,9 @@ def test_schedule_sweep_with_vmap_compiles_once(compiles):
         return jax.vmap(jc.warmup_cosine_decay_schedule(0.0, peak, 10, 100))(COUNTS)
 
     a = at(jnp.float32(1.0))
-    n = compiles.count
+    n = len(compiles)
     b = at(jnp.float32(2.0))
-    assert compiles.count == n
+    assert len(compiles) == n
     np.testing.assert_allclose(np.asarray(b), 2 * np.asarray(a), rtol=1e-6)
     sweep = jax.vmap(at)(jnp.array([0.5, 1.0]))
     assert sweep.shape == (2, COUNTS.shape[0])

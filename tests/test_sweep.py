@@ -1,6 +1,5 @@
 """Tests for jaxopt_core.sweep: sweeps equal fits, isolation, chunking, results."""
 
-import contextlib
 import functools
 
 import chex
@@ -9,7 +8,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 import pytest
-from conftest import LEARNING_RATES
+from conftest import LEARNING_RATES, count_compiles
 
 import jaxopt_core as jc
 
@@ -26,21 +25,6 @@ def mse(params, batch):
 
 def init(key):
     return {"w": jax.random.normal(key, (3,)), "b": jnp.zeros(())}
-
-
-@contextlib.contextmanager
-def count_compiles():
-    seen = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            seen.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 def member(res, i):

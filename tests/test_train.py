@@ -1,6 +1,5 @@
 """Tests for jaxopt_core.train: make_train_step and fit."""
 
-import contextlib
 
 import chex
 import jax
@@ -8,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import LEARNING_RATES
+from conftest import LEARNING_RATES, count_compiles
 
 import jaxopt_core as jc
 
@@ -21,22 +20,6 @@ PARAMS = {"w": jnp.zeros(3), "b": jnp.zeros(())}
 def mse(params, batch):
     x, y = batch
     return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """Collect the backend compiles that happen inside the block."""
-    seen = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            seen.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield seen
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @jax.jit
