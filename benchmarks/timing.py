@@ -138,7 +138,16 @@ def load_average() -> tuple[float, float, float]:
         return (0.0, 0.0, 0.0)
 
 
-def overlap(a: Timing, b: Timing) -> bool:
-    """Whether the ranges of two timings overlap: their difference is within
-    the run-to-run spread."""
-    return a.low <= b.high and b.low <= a.high
+def ratio_quartiles(a: Timing, b: Timing) -> tuple[float, float]:
+    """First and third quartiles of the per-repetition ratios ``a_i / b_i``."""
+    pairs = sorted(x / y for x, y in zip(a.samples, b.samples, strict=True))
+    q = statistics.quantiles(pairs, n=4, method="inclusive") if len(pairs) > 1 else pairs * 3
+    return q[0], q[2]
+
+
+def within_noise(a: Timing, b: Timing) -> bool:
+    """Whether ``a`` and ``b`` are indistinguishable in this run: the middle
+    half of the per-repetition ratios straddles 1 (a difference that shows in
+    most back-to-back pairs is not noise, however wide the ranges are)."""
+    lo, hi = ratio_quartiles(a, b)
+    return lo <= 1.0 <= hi
