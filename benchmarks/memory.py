@@ -12,7 +12,7 @@ agree to a few hundred bytes.
 
 Process RSS is not used: XLA:CPU's buffers come from the C heap, which keeps
 freed pages resident, so the growth of the resident set during a call
-measured anything from 0 to 2x the buffer total for the same call.
+measured anything from almost 0 to about the buffer total for the same call.
 
 The theoretical footprint of a sweep of K members is
 ``K * (params + grads + optimizer state) + data`` (float32 bytes; the data is
