@@ -158,7 +158,8 @@ def _unzip(out: Any, like: Any, n: int) -> tuple[Any, ...]:
 class ScaleByRmsState(NamedTuple):
     """State of :func:`scale_by_rms` and :func:`scale_by_stddev`.
 
-    ``mu`` is the running mean of gradients (``None`` unless centered)."""
+    ``mu`` is the running mean of gradients (``None`` unless centered);
+    ``count`` the step count (``None`` unless ``bias_correction``)."""
 
     count: jax.Array
     mu: Any
@@ -173,12 +174,13 @@ def _rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered, name
     def init(params):
         nu = jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params)
         mu = jax.tree.map(jnp.zeros_like, params) if centered else None
-        return ScaleByRmsState(count=_zero_count(), mu=mu, nu=nu)
+        count = _zero_count() if bias_correction else None
+        return ScaleByRmsState(count=count, mu=mu, nu=nu)
 
     def update(grads, state, params=None):
         del params
         check_same_structure(grads, state.nu, name)
-        count = safe_increment(state.count)
+        count = safe_increment(state.count) if bias_correction else None
 
         def leaf(g, m, v):
             ct = _wide(g.dtype)
@@ -449,16 +451,19 @@ def add_decayed_weights(
     """
     check_nonneg("weight_decay", weight_decay, allow_schedule=True)
 
+    scheduled = callable(weight_decay)
+
     def init(params):
         del params
-        return AddDecayedWeightsState(count=_zero_count())
+        # A constant decay needs no step count: no scalar to carry and donate.
+        return AddDecayedWeightsState(count=_zero_count()) if scheduled else EmptyState()
 
     def update(grads, state, params=None):
         if params is None:
             raise ValueError(
                 "add_decayed_weights needs the params: call update(grads, state, params)"
             )
-        wd = weight_decay(state.count) if callable(weight_decay) else weight_decay
+        wd = weight_decay(state.count) if scheduled else weight_decay
         full = resolve_mask(mask, params)
 
         def leaf(m, g, p):
@@ -467,6 +472,8 @@ def add_decayed_weights(
             return (_up(g) + wd * p.astype(_wide(g.dtype))).astype(g.dtype)
 
         grads = jax.tree.map(leaf, full, grads, params)
+        if not scheduled:
+            return grads, state
         return grads, AddDecayedWeightsState(count=safe_increment(state.count))
 
     opt = Optimizer(init, update)
