@@ -11,7 +11,22 @@ import os
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import pytest  # noqa: E402
+
+# A small noisy linear regression shared by the training and sweep tests (one
+# loss object, so their compiled programs are shared too).
+X = jax.random.normal(jax.random.key(0), (32, 3))
+Y = X @ jnp.array([1.0, -2.0, 0.5]) + 0.3 + 0.2 * jax.random.normal(jax.random.key(1), (32,))
+DATA = (X, Y)
+PARAMS = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+
+
+def mse(params, batch):
+    """Mean squared error of the linear model ``x @ w + b``."""
+    x, y = batch
+    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
 
 OPTIMIZER_TABLE = [
     ("sgd", {}),

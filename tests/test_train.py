@@ -7,19 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import LEARNING_RATES, count_compiles
+from conftest import DATA, LEARNING_RATES, PARAMS, X, Y, count_compiles, mse
 
 import jaxopt_core as jc
-
-X = jax.random.normal(jax.random.key(0), (32, 3))
-Y = X @ jnp.array([1.0, -2.0, 0.5]) + 0.3 + 0.2 * jax.random.normal(jax.random.key(1), (32,))
-DATA = (X, Y)
-PARAMS = {"w": jnp.zeros(3), "b": jnp.zeros(())}
-
-
-def mse(params, batch):
-    x, y = batch
-    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
 
 
 @jax.jit
