@@ -89,14 +89,14 @@ def _reports(dump: str) -> set[str]:
 
 def _main(spec: dict) -> dict[str, dict[int, int | None]]:
     import jaxopt_core as jc
-    from benchmarks import problems, sweeps
+    from benchmarks import problems
 
     seen, out = _reports(spec["dump"]), {}
     for name, kwargs, steps in spec["problems"]:
         problem, out[name] = problems.PROBLEMS[name](**kwargs), {}
         for k in spec["ks"]:
             res = jc.sweep(problem.loss, problem.params, jc.adam, problem.data,
-                           grid={"learning_rate": sweeps.learning_rates(k)}, steps=steps,
+                           grid={"learning_rate": problems.learning_rates(k)}, steps=steps,
                            batch_size=problem.batch_size, key=jax.random.key(0))
             jax.block_until_ready(res.losses)
             new = sorted(_reports(spec["dump"]) - seen)

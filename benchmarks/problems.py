@@ -105,3 +105,11 @@ def residual_mlp(n_blocks: int = 250, width: int = 32, batch: int = 64, seed: in
 
 # The problems a subprocess can rebuild by name (see benchmarks.memory).
 PROBLEMS = {"linreg": linear_regression, "digits": digits_mlp}
+
+
+LR_RANGE = (1e-4, 1e-1)
+
+
+def learning_rates(k: int) -> np.ndarray:
+    """K learning rates spread geometrically over ``LR_RANGE`` (one: 1e-2)."""
+    return np.geomspace(*LR_RANGE, k).astype(np.float32) if k > 1 else np.array([1e-2], np.float32)

@@ -37,10 +37,8 @@ import optax
 
 import jaxopt_core as jc
 from benchmarks import memory
-from benchmarks.problems import Problem
+from benchmarks.problems import Problem, learning_rates
 from benchmarks.timing import Timing, compile_seconds, interleaved, run_once
-
-LR_RANGE = (1e-4, 1e-1)
 
 
 class SweepPoint(NamedTuple):
@@ -57,10 +55,6 @@ class SweepPoint(NamedTuple):
     compile_theirs: float
     memory: memory.MemoryPoint  # ours_xla is filled in by memory.jc_sweep_peaks
     ours_tree: Timing | None = None  # jc.sweep(layout="tree"), at the attribution K only
-
-
-def learning_rates(k: int) -> np.ndarray:
-    return np.geomspace(*LR_RANGE, k).astype(np.float32) if k > 1 else np.array([1e-2], np.float32)
 
 
 def _minibatcher(data, batch_size: int | None, key):

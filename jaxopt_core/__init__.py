@@ -13,10 +13,30 @@ Example:
     >>> params = jc.apply_updates(params, updates)
 """
 
-from jaxopt_core.base import EmptyState, Optimizer, apply_updates, chain, identity
-from jaxopt_core.masks import resolve_mask, weights_only_mask
-from jaxopt_core.optimizers import adagrad, adam, adamw, rmsprop, sgd
-from jaxopt_core.schedules import (
+from jaxopt_core.core.base import EmptyState, Optimizer, apply_updates, chain, identity
+from jaxopt_core.core.masks import resolve_mask, weights_only_mask
+from jaxopt_core.core.moments import (
+    ScaleByAdamState,
+    ScaleByRmsState,
+    ScaleByRssState,
+    TraceState,
+    scale_by_adam,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_stddev,
+    trace,
+)
+from jaxopt_core.core.numerics import safe_increment
+from jaxopt_core.core.optimizers import adagrad, adam, adamw, rmsprop, sgd
+from jaxopt_core.core.scaling import (
+    AddDecayedWeightsState,
+    ScheduleState,
+    add_decayed_weights,
+    scale,
+    scale_by_learning_rate,
+    scale_by_schedule,
+)
+from jaxopt_core.core.schedules import (
     constant_schedule,
     cosine_decay_schedule,
     exponential_decay,
@@ -24,48 +44,26 @@ from jaxopt_core.schedules import (
     piecewise_constant_schedule,
     warmup_cosine_decay_schedule,
 )
-from jaxopt_core.transforms import (
-    AddDecayedWeightsState,
-    ScaleByAdamState,
-    ScaleByRmsState,
-    ScaleByRssState,
-    ScheduleState,
-    TraceState,
-    add_decayed_weights,
-    safe_increment,
-    scale,
-    scale_by_adam,
-    scale_by_learning_rate,
-    scale_by_rms,
-    scale_by_rss,
-    scale_by_schedule,
-    scale_by_stddev,
-    trace,
-)
-
-# -- regularization and proximal methods (issue 3) --
-# isort: split
-from jaxopt_core.path import PathResult, regularization_path
-from jaxopt_core.prox import (
-    ProximalGradientState,
-    ProximalStepState,
-    prox_elastic_net,
-    prox_l1,
-    prox_l2,
-    proximal_gradient,
-    proximal_iterate,
-    proximal_step,
-)
-from jaxopt_core.regularization import (
+from jaxopt_core.regularization.path import PathResult, regularization_path
+from jaxopt_core.regularization.penalties import (
     elastic_net_penalty,
     l1_penalty,
     l2_penalty,
     regularized,
 )
-
-# -- training and sweeps (issue 4) --
-from jaxopt_core.sweep import SweepResult, grid_product, seed_keys, sweep
-from jaxopt_core.train import FitResult, fit, make_train_step
+from jaxopt_core.regularization.prox import prox_elastic_net, prox_l1, prox_l2
+from jaxopt_core.regularization.proximal import (
+    ProximalGradientState,
+    ProximalStepState,
+    proximal_gradient,
+    proximal_iterate,
+    proximal_step,
+)
+from jaxopt_core.training.fit import FitResult, fit
+from jaxopt_core.training.grid import grid_product, seed_keys
+from jaxopt_core.training.results import SweepResult
+from jaxopt_core.training.step import make_train_step
+from jaxopt_core.training.sweep import sweep
 
 __version__ = "0.1.0"
 
@@ -109,7 +107,7 @@ __all__ = [
     # masks
     "resolve_mask",
     "weights_only_mask",
-    # -- issue 3 names --
+    # regularization
     "PathResult",
     "ProximalGradientState",
     "ProximalStepState",
@@ -124,7 +122,7 @@ __all__ = [
     "proximal_step",
     "regularization_path",
     "regularized",
-    # -- issue 4 names --
+    # training
     "FitResult",
     "SweepResult",
     "fit",

@@ -231,8 +231,8 @@ SWEEP = [
     # does not change GPUs or TPUs.
     os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
     ''', INSTALL),
-    code(imports("import jax", first_party=("from jaxopt_core.data import load_dataset",
-                              "from jaxopt_core.models import make_model"))),
+    code(imports("import jax", first_party=("from jaxopt_core.app.datasets import load_dataset",
+                              "from jaxopt_core.app.models import make_model"))),
     code('''
     ds = load_dataset("digits")  # standardized, with a stratified validation split
     model = make_model("logistic", ds.task, ds.n_features, ds.n_outputs)
@@ -516,7 +516,7 @@ MODELS = [
     """),
     code(INSTALL),
     code(imports("import equinox as eqx", "import jax", "import optax", "from flax import nnx",
-                 first_party=("from jaxopt_core.data import load_dataset",)), "", '''
+                 first_party=("from jaxopt_core.app.datasets import load_dataset",)), "", '''
     ds = load_dataset("digits")
     x_train, y_train = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
     x_val, y_val = jnp.asarray(ds.x_val), jnp.asarray(ds.y_val)

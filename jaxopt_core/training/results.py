@@ -1,0 +1,73 @@
+"""What a sweep returns: :class:`SweepResult`, one row per member in every field."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from jaxopt_core.training.plotting import sweep_figure
+from jaxopt_core.training.sharding import to_host
+
+
+class SweepResult(NamedTuple):
+    """What :func:`sweep` returns; member ``i`` is row ``i`` of every field.
+
+    Attributes:
+        hparams: ``{name: [K] array}``, the grid as passed in.
+        losses: ``[K, steps]``; ``losses[i, t]`` is member ``i``'s loss at the
+            params before step ``t``; NaN after the member diverged.
+        params: the final params, a pytree with the structure of the params
+            and a leading member axis K on every leaf.
+        diverged: ``[K]`` bool, whether the member's loss or params became
+            non-finite (it was then frozen at its last finite state).
+        best_index: index of the lowest final loss among members that did not
+            diverge; ``None`` when every member diverged.
+    """
+
+    hparams: dict[str, np.ndarray]
+    losses: jax.Array
+    params: Any
+    diverged: jax.Array
+    best_index: int | None
+
+    def __repr__(self) -> str:
+        k, steps = self.losses.shape
+        return (
+            f"SweepResult(K={k}, steps={steps}, grid={list(self.hparams)}, "
+            f"diverged={int(to_host(self.diverged).sum())}, best_index={self.best_index})"
+        )
+
+    def final_losses(self) -> np.ndarray:
+        """``[K]`` losses at the last step (NaN for diverged members), on the host."""
+        return to_host(self.losses[:, -1])
+
+    def best_params(self) -> Any:
+        """The params of member :attr:`best_index`."""
+        if self.best_index is None:
+            raise ValueError("every member of the sweep diverged: there are no best params")
+        return jax.tree.map(lambda x: x[self.best_index], self.params)
+
+    def to_dataframe(self):
+        """A pandas DataFrame, one row per member: the hyperparameters,
+        ``final_loss`` and ``diverged`` (pandas is imported here)."""
+        import pandas as pd
+
+        frame = pd.DataFrame({k: np.asarray(v) for k, v in self.hparams.items()})
+        frame["final_loss"] = self.final_losses()
+        frame["diverged"] = to_host(self.diverged)
+        frame.index.name = "member"
+        return frame
+
+    def plot(self):
+        """A matplotlib Figure: loss curves coloured by learning rate (log
+        colour scale) and final loss against learning rate (log x axis).
+
+        Without ``learning_rate`` in the grid the first other hyperparameter
+        takes its place (log scale when positive and spanning a factor of 10
+        or more). Diverged members are drawn as crosses at the top of the
+        right panel. Builds a ``Figure`` without pyplot, so it works with any
+        backend (Agg included); in Jupyter it displays itself.
+        """
+        return sweep_figure(self)

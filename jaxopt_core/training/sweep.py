@@ -1,0 +1,226 @@
+r"""Hyperparameter sweeps: K training runs in one compiled program.
+
+:func:`sweep` trains one *member* per entry of a grid of hyperparameters. The
+members are ``jax.vmap``-ed over and the steps ``lax.scan``-ed over, so K runs
+cost one compile and one dispatch; the hyperparameters enter the program as
+arrays, so sweeping new values of the same shapes compiles nothing new.
+
+Members are independent: nothing in the program reduces across the member
+axis, so a member's params and losses do not depend on the hyperparameters
+or the fate of the members beside it. In particular a member that diverges is isolated: once its
+loss or its params stop being finite it is frozen at its last finite params
+and optimizer state (a per-member ``alive`` flag carried in the scan selects
+the old values with ``jnp.where``) and flagged in
+:attr:`SweepResult.diverged`. Its losses: the loss of the step that diverged
+is recorded as computed (``inf``/``nan``, or finite when it was the update
+that overflowed), every later one as NaN. Frozen members still compute (vmap
+cannot skip a lane), their results are discarded.
+
+Across devices the member axis is sharded over a one-axis
+:class:`jax.sharding.Mesh` (``"members"``) with a ``NamedSharding``; K is
+padded up to a multiple of the device count (padding members repeat the last
+member) and the padding is dropped from the results. When the device count
+divides K the results stay sharded, member-wise, on the devices; otherwise
+JAX cannot split K rows evenly and they come back replicated on those
+devices. The data is replicated: one copy per device, shared by that
+device's members, never one per member. ``chunk_size`` runs the members a
+chunk at a time through the same compiled program.
+
+Equality across layouts of the work. A member's numbers never depend on the
+*values* of other members (the program is lane-wise independent: tested bit
+for bit). They may depend, in the last bits, on how many members one device
+runs at once: XLA:CPU vectorises a kernel over the member axis differently
+for 8 members than for 2, so a sweep on 4 devices, or in chunks, agrees with
+the one-device sweep to float32 rounding (about 1e-7 relative, growing
+slowly with steps), and often bit for bit.
+
+Multi-host: the same call works under ``jax.distributed``. Call
+``jax.distributed.initialize()`` in every process, then make the identical
+``sweep(...)`` call in every process (same grid, data and key: each process
+holds the whole data set). The mesh spans ``jax.devices()``, the devices of
+all hosts; each process places its share of the grid with
+``jax.make_array_from_callback``, trains the members on its own devices, and
+gets global arrays back. ``best_index``, :meth:`SweepResult.to_dataframe`
+and :meth:`SweepResult.plot` gather what they need with
+``jax.experimental.multihost_utils.process_allgather``; gather ``params``
+the same way before reading them on one host. (Written to the documented
+multi-process API; this repository's tests cover several devices in one
+process only.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+
+from jaxopt_core.core.base import needs_tree_layout
+from jaxopt_core.training.batching import as_key, check_batch_size, check_steps
+from jaxopt_core.training.grid import (
+    RESERVED,
+    check_chunk_size,
+    check_grid,
+    freeze_mask,
+    is_init_fn,
+    probe_optimizer,
+)
+from jaxopt_core.training.layout import use_flat
+from jaxopt_core.training.program import SweepSpec, sweep_program
+from jaxopt_core.training.progress import ProgressBar, report_every
+from jaxopt_core.training.results import SweepResult
+from jaxopt_core.training.sharding import member_shardings, put_on_mesh, to_host
+from jaxopt_core.training.step import check_callable
+
+
+def sweep(
+    loss_fn: Callable[[Any, Any], jax.Array],
+    params: Any,
+    optimizer_fn: Callable[..., Any],
+    data: Any,
+    *,
+    grid: dict[str, Any],
+    steps: int,
+    batch_size: int | None = None,
+    key: jax.Array | None = None,
+    chunk_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    progress: bool = False,
+    layout: str = "auto",
+    penalty_mask: Any = None,
+) -> SweepResult:
+    r"""Train one member per grid entry, all K in one compiled program.
+
+    Member :math:`i` computes what :func:`~jaxopt_core.fit` computes with
+    ``optimizer_fn(**hp_i)`` (and the penalty, seed and keys below), up to
+    float rounding, except that a diverging member is frozen (see the module
+    notes). The loop is ``lax.scan`` over steps of ``jax.vmap`` over members,
+    with the data shared by all members (``in_axes=None``).
+
+    Grid names:
+
+    * any keyword argument of ``optimizer_fn`` that the optimizer treats as
+      data (``learning_rate``, ``b1``, ``momentum``, ``weight_decay``, ...);
+    * ``l1`` / ``l2``: the loss becomes ``regularized(loss_fn, l1, l2,
+      mask=penalty_mask)``, i.e. :math:`f(w) + \ell_1\sum|w| + \ell_2\tfrac12\sum w^2`;
+    * ``seed`` (ints): member keys ``init_key, data_key =
+      jax.random.split(jax.random.fold_in(key, seed))``; ``params`` may then
+      be a function ``init_key -> params`` and ``data_key`` orders the
+      minibatches. Without ``seed`` every member uses ``key`` itself for the
+      minibatch order (as :func:`fit` does) and a params function gets the
+      keys of ``seed=0``.
+
+    Compiles are cached on ``(loss_fn, optimizer_fn, params function)`` (the
+    objects), the grid's names, dtypes and padded chunk length, ``steps``,
+    ``batch_size``, the layout, devices and shapes; new grid values, params
+    or data of the same shapes reuse the program.
+
+    Args:
+        loss_fn: ``loss_fn(params, batch) -> scalar``.
+        params: initial params shared by all members, or a function
+            ``key -> params``.
+        optimizer_fn: builds the optimizer from keyword hyperparameters,
+            e.g. ``jc.adam`` or ``functools.partial(jc.sgd, momentum=0.9)``.
+        data: as in :func:`fit`.
+        grid: ``{name: [K] array}``, all of one length K (see
+            :func:`grid_product`).
+        steps: steps per member, an int >= 1.
+        batch_size: ``None`` (full batch) or an int in ``[1, n]``, as in :func:`fit`.
+        key: PRNG key, default ``jax.random.key(0)``.
+        chunk_size: run at most this many members at a time (rounded up to a
+            multiple of the device count; the last chunk is padded) through
+            one compiled program, to bound memory. Results are the same.
+        devices: the devices to shard members over (default ``jax.devices()``).
+        progress: show a tqdm bar over all chunks' steps.
+        layout: ``"auto"``, ``"flat"`` or ``"tree"``, as in :func:`fit`.
+        penalty_mask: the ``mask`` of the ``l1``/``l2`` penalty (default all leaves).
+
+    Returns:
+        A :class:`SweepResult`.
+
+    Raises:
+        ValueError: unknown grid names (the message lists the valid ones),
+            arrays of different lengths, bad ``steps``/``batch_size``/``chunk_size``.
+        TypeError: a grid name the optimizer uses as a Python value (in an
+            ``if``), which cannot be traced; bind it with ``functools.partial``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, numpy as np, jaxopt_core as jc
+        >>> X = jax.random.normal(jax.random.key(1), (64, 3))
+        >>> y = X @ jnp.array([1.0, -2.0, 0.5])
+        >>> def mse(w, batch):
+        ...     x, t = batch
+        ...     return jnp.mean((x @ w - t) ** 2)
+        >>> res = jc.sweep(mse, jnp.zeros(3), jc.sgd, (X, y), steps=50,
+        ...                grid={"learning_rate": np.logspace(-3, 1, 8)})
+        >>> res.losses.shape, res.diverged.tolist()[-1]
+        ((8, 50), True)
+    """
+    check_callable("loss_fn", loss_fn)
+    check_callable("optimizer_fn", optimizer_fn)
+    steps = check_steps(steps)
+    check_batch_size(batch_size, data)
+    key = as_key(key)
+    hp, k = check_grid(grid, optimizer_fn)
+    init_fn = params if is_init_fn(params) else None
+    opt_names = tuple(n for n in hp if n not in RESERVED)
+    probe = probe_optimizer(optimizer_fn, {n: hp[n] for n in opt_names})
+    members, replicated = member_shardings(devices)
+    spec = SweepSpec(
+        loss_fn=loss_fn, optimizer_fn=optimizer_fn, opt_names=opt_names,
+        penalty=tuple(n for n in ("l1", "l2") if n in hp), penalty_mask=freeze_mask(penalty_mask),
+        seeded="seed" in hp, key_impl=str(jax.random.key_impl(key)), init_fn=init_fn,
+        steps=steps, batch_size=batch_size, flat=use_flat(layout, needs_tree_layout(probe)),
+        every=report_every(steps) if progress else 0, sharding=members,
+    )
+    shared = put_on_mesh((None if init_fn else params, data, jax.random.key_data(key)), replicated)
+    chunks = _chunks(hp, k, chunk_size, members)
+    out = _run_chunks(spec, shared, chunks, progress)
+    return _collect(out, hp, k)
+
+
+def _chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[dict]:
+    """The grid cut into equal chunks, each a multiple of the device count
+    (the last padded by repeating the last member), placed on the mesh."""
+    n_dev = members.mesh.size
+    chunk = k if chunk_size is None else check_chunk_size(chunk_size)
+    chunk = -(-min(chunk, k) // n_dev) * n_dev
+    n_chunks = -(-k // chunk)
+    pad = n_chunks * chunk - k
+    padded = {n: np.concatenate([v, np.repeat(v[-1:], pad)]) for n, v in hp.items()}
+    return [put_on_mesh({n: v[c * chunk:(c + 1) * chunk] for n, v in padded.items()}, members)
+            for c in range(n_chunks)]
+
+
+def _run_chunks(spec: SweepSpec, shared: tuple, chunks: list[dict], progress: bool) -> Any:
+    """Run every chunk through the one compiled program; outputs concatenated."""
+    outs = []
+    with ProgressBar(progress, total=spec.steps * len(chunks), desc="sweep") as bar:
+        for c, hp_c in enumerate(chunks):
+            base = np.int32(c * spec.steps)
+            try:
+                outs.append(sweep_program(*shared, hp_c, bar.token_array(), base, spec=spec))
+            except jax.errors.ConcretizationTypeError as err:
+                raise TypeError(
+                    f"optimizer_fn uses a swept hyperparameter ({', '.join(spec.opt_names)}) "
+                    "as a Python value (in an `if`, or a shape); only hyperparameters the "
+                    "optimizer treats as numbers can be swept. Fix other values with "
+                    "functools.partial."
+                ) from err
+        if progress:
+            jax.block_until_ready(outs)
+    return outs[0] if len(outs) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+
+
+def _collect(out: Any, hp: dict, k: int) -> SweepResult:
+    """Drop the padding members and rank the rest by final loss."""
+    if jax.tree.leaves(out)[-1].shape[0] != k:
+        out = jax.tree.map(lambda x: x[:k], out)
+    new_params, losses, diverged = out
+    final, bad = to_host(losses[:, -1]), to_host(diverged)
+    ok = np.flatnonzero(~bad)
+    best = int(ok[np.argmin(final[ok])]) if ok.size else None
+    return SweepResult(dict(hp), losses, new_params, diverged, best)

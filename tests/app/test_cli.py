@@ -1,0 +1,208 @@
+"""The ``jaxopt-core`` command: end to end in subprocesses (as users run it),
+and its argument checks in-process (every error is exit status 2 and one line
+on stderr naming the option, never a traceback)."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxopt_core.app.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(*args, cwd, command=(sys.executable, "-m", "jaxopt_core")):
+    env = dict(os.environ, MPLBACKEND="Agg", COLUMNS="120")
+    return subprocess.run(
+        [*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _check_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert path.stat().st_size > 20_000  # three panels, not an empty canvas
+
+
+def test_default_command_is_a_sweep_with_table_csv_png_and_progress(tmp_path):
+    # Options only, no subcommand: `python -m jaxopt_core` runs a sweep, writes
+    # into a new folder under the current directory and says where.
+    proc = _run("--steps", "50", "--lr", "1e-3:1:8", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "members ranked by val accuracy" in out
+    assert "rank" in out and "best: learning_rate=" in out
+    runs = list((tmp_path / "jaxopt_core_runs").glob("sweep-*"))
+    assert len(runs) == 1 and f"{runs[0].relative_to(tmp_path)}/sweep.csv" in out
+    assert "50/50" in proc.stderr  # the tqdm bar reached the end
+
+    rows = _rows(runs[0] / "sweep.csv")
+    assert len(rows) == 8
+    assert {"member", "learning_rate", "final_loss", "train_loss", "val_loss",
+            "val_accuracy", "diverged", "rank"} <= set(rows[0])
+    lrs = sorted(float(r["learning_rate"]) for r in rows)
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1.0)
+    assert sorted(int(r["rank"]) for r in rows) == list(range(1, 9))
+    best = min(rows, key=lambda r: int(r["rank"]))
+    finite = [float(r["val_accuracy"]) for r in rows if r["diverged"] == "False"]
+    assert float(best["val_accuracy"]) == max(finite) > 0.8
+    _check_png(runs[0] / "sweep.png")
+
+
+def test_l2_list_is_crossed_with_learning_rates(tmp_path):
+    out = tmp_path / "run"
+    proc = _run("sweep", "--dataset", "diabetes", "--lr", "1e-3:1e-1:3", "--l2", "0,0.1",
+                "--steps", "30", "--batch-size", "full", "--no-progress", "--out", str(out),
+                cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = _rows(out / "sweep.csv")
+    assert len(rows) == 6  # 3 learning rates x 2 strengths
+    pairs = {(round(float(r["learning_rate"]), 6), float(r["l2"])) for r in rows}
+    assert pairs == {(lr, l2) for lr in (0.001, 0.01, 0.1) for l2 in (0.0, 0.1)}
+    assert "val_r2" in rows[0] and "val R²" in proc.stdout
+    _check_png(out / "sweep.png")
+
+
+def test_fit_reports_curve(tmp_path):
+    # The console script when it is installed beside this Python (pip install -e .).
+    script = Path(sys.executable).with_name("jaxopt-core")
+    command = (str(script),) if script.exists() else (sys.executable, "-m", "jaxopt_core")
+    out = tmp_path / "fit"
+    proc = _run("fit", "--dataset", "breast_cancer", "--model", "mlp", "--lr", "0.01",
+                "--steps", "40", "--no-progress", "--out", str(out), cwd=tmp_path,
+                command=command)
+    assert proc.returncode == 0, proc.stderr
+    assert "step      0" in proc.stdout and "final: train loss" in proc.stdout
+    rows = _rows(out / "fit.csv")
+    assert [int(r["step"]) for r in rows] == list(range(40))
+    losses = [float(r["loss"]) for r in rows]
+    assert losses[-1] < losses[0]
+    assert (out / "fit.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_error_in_subprocess_has_no_traceback(tmp_path):
+    proc = _run("--model", "logistic", "--dataset", "diabetes", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "--model" in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "jaxopt_core_runs").exists()
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    f = tmp_path / "a_file"
+    f.write_text("")
+    return f
+
+
+ERRORS = [
+    (["--dataset", "mnist"], "--dataset"),
+    (["--optimizer", "lbfgs"], "--optimizer"),
+    (["--model", "cnn"], "--model"),
+    (["--lr", "1e-3:1"], "--lr"),
+    (["--lr", "a:b:8"], "--lr"),
+    (["--lr", "1:1e-3:8"], "--lr"),
+    (["--lr", "1e-3:1:0"], "--lr"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--l1", "-0.1"], "--l1"),
+    (["--l2", "1e-3:x:4"], "--l2"),
+    (["--steps", "0"], "--steps"),
+    (["--steps", "-5"], "--steps"),
+    (["--steps", "ten"], "--steps"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--batch-size", "100000"], "--batch-size"),
+    (["--model", "logistic", "--dataset", "diabetes"], "--model"),
+    (["--model", "linear", "--dataset", "digits"], "--model"),
+    (["--devices", "0"], "--devices"),
+    (["--devices", "4096"], "--devices"),
+    (["--out", "{a_file}/sub"], "--out"),
+    (["fit", "--lr", "0.1,0.2"], "--lr"),
+    (["fit", "--l2", "0:1:3"], "--l2"),
+    (["fit", "--devices", "1"], "--devices"),  # sweep-only option
+    (["frobnicate"], "sweep,fit"),
+]
+
+
+@pytest.mark.parametrize("argv, option", ERRORS, ids=[" ".join(a) for a, _ in ERRORS])
+def test_bad_input_is_one_line_exit_2(argv, option, a_file, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.replace("{a_file}", str(a_file)) for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.count("\n") == 1, captured.err
+    assert "error:" in captured.err and option in captured.err
+    assert "Traceback" not in captured.err
+    assert not (tmp_path / "jaxopt_core_runs").exists()  # nothing written before failing
+
+
+@pytest.mark.parametrize("command", ["sweep", "fit"])
+def test_help_documents_every_option_with_default(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo the wrapping
+    options = ["--dataset", "--model", "--optimizer", "--lr", "--l1", "--l2", "--steps",
+               "--batch-size", "--seed", "--out", "--no-progress"]
+    if command == "sweep":
+        options += ["--devices", "--top"]
+    for option in options:
+        assert option in text
+    for default in ("(default: digits)", "(default: auto)", "(default: adam)",
+                    "(default: 128)", "(default: 0)", "sweep" if command == "sweep" else "fit"):
+        assert default in text
+    assert ("(default: 1e-4:1:32)" if command == "sweep" else "(default: 0.01)") in text
+    assert ("(default: 300)" if command == "sweep" else "(default: 500)") in text
+    for name in ("digits", "breast_cancer", "diabetes", "synthetic", "proximal_gradient"):
+        assert name in text
+
+
+def test_top_level_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "sweep" in out and "fit" in out
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad",
+                                       "proximal_gradient"])
+def test_every_optimizer_sweeps(optimizer, tmp_path, capsys):
+    out = tmp_path / optimizer
+    argv = ["sweep", "--optimizer", optimizer, "--dataset", "breast_cancer", "--lr", "0.01,0.1",
+            "--l1", "0,0.001", "--steps", "10", "--devices", "1", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 0
+    assert "members ranked" in capsys.readouterr().out
+    rows = _rows(out / "sweep.csv")
+    assert len(rows) == 4 and {float(r["l1"]) for r in rows} == {0.0, 0.001}
+    assert all(0.5 < float(r["val_accuracy"]) <= 1 for r in rows)
+
+
+def test_fit_with_proximal_l1_gives_exact_zeros(tmp_path, capsys):
+    # On the sparse synthetic problem, ISTA with a strong L1 zeroes most weights;
+    # the fit's CSV is the loss curve, which must fall.
+    out = tmp_path / "fit"
+    argv = ["fit", "--dataset", "synthetic", "--optimizer", "proximal_gradient", "--lr", "0.3",
+            "--l1", "0.1", "--steps", "100", "--batch-size", "full", "--no-progress",
+            "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "synthetic · linear · proximal_gradient · lr 0.3 · l1 0.1" in text
+    assert "val R²" in text
+    zeros, total = re.search(r"weights exactly 0: (\d+) of (\d+)", text).groups()
+    assert total == "30" and 20 <= int(zeros) < 30  # 5 of the 30 true weights are non-zero
+    losses = [float(r["loss"]) for r in _rows(out / "fit.csv")]
+    assert len(losses) == 100 and losses[-1] < 0.5 * losses[0]
