@@ -11,6 +11,9 @@ import pytest
 
 import jaxopt_core as jc
 
+# Builds flax and equinox models: seconds of tracing each.
+pytestmark = pytest.mark.slow
+
 STEPS = 25
 RTOL, ATOL = 1e-5, 1e-6
 

@@ -13,6 +13,9 @@ import pytest
 
 from jaxopt_core.app.cli import main
 
+# Every test runs the command in a subprocess, as users do.
+pytestmark = pytest.mark.slow
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 

@@ -126,6 +126,7 @@ FLOAT64_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_float64_trajectories_match_optax_to_1e12():
     # jax_enable_x64 is process-global: run in a fresh interpreter.
     here = os.path.dirname(__file__)

@@ -120,6 +120,7 @@ print(json.dumps({k: np.asarray(v).tolist() for k, v in res._asdict().items()}))
 """
 
 
+@pytest.mark.slow
 def test_path_reproduces_sklearn_lasso_path(tmp_path):
     """sklearn's lasso_path minimizes (1/2n)|y - Xw|^2 + alpha |w|_1 for each
     alpha, as Lasso does: l1 = alpha. The grid starts above alpha_max =

@@ -172,6 +172,7 @@ print(json.dumps(np.asarray(jax.jit(jax.vmap(fit))(alphas)).tolist()))
 _RIDGE_ALPHAS = [0.1, 10.0, 1000.0]
 
 
+@pytest.mark.slow
 def test_gradient_descent_on_regularized_mse_reaches_sklearn_ridge(tmp_path):
     """sklearn's Ridge minimizes |y - Xw|^2 + alpha |w|^2. Divided by 2n this
     is (1/2n)|y - Xw|^2 + (alpha/n) * 1/2 |w|^2: our half-MSE plus

@@ -361,6 +361,7 @@ def _assert_same_solution(coef, ref):
     np.testing.assert_array_equal(coef == 0, ref == 0)  # the same support, exactly
 
 
+@pytest.mark.slow
 def test_fista_reproduces_sklearn_lasso(diabetes, x64_fits):
     """sklearn's Lasso minimizes (1/2n)|y - Xw|^2 + alpha |w|_1: the same
     objective as f + l1 |w|_1 with f the half mean squared error, l1 = alpha."""
@@ -373,6 +374,7 @@ def test_fista_reproduces_sklearn_lasso(diabetes, x64_fits):
     assert 0 < np.sum(x64_fits["lasso"] == 0) < x64_fits["lasso"].size  # sparsity is tested
 
 
+@pytest.mark.slow
 def test_ista_and_fista_reproduce_sklearn_elastic_net(diabetes, x64_fits):
     """sklearn's ElasticNet minimizes (1/2n)|y - Xw|^2 + alpha r |w|_1
     + (alpha (1 - r) / 2)|w|^2: l1 = alpha r and l2 = alpha (1 - r) in our

@@ -18,6 +18,9 @@ import textwrap
 
 import pytest
 
+# Runs a 4-device sweep in a subprocess (XLA_FLAGS must be set before jax starts).
+pytestmark = pytest.mark.slow
+
 SCRIPT = textwrap.dedent(
     """
     import json
