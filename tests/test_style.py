@@ -35,3 +35,46 @@ def test_readme_quickstart_matches_ci():
         " && .venv/bin/python -m pytest -q"
     )
     assert test_cmd in readme and test_cmd in ci
+
+
+# A layer may import only from itself and the layers before it in this list.
+LAYERS = ["core", "regularization", "training", "app"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("jaxopt_core")}
+
+
+def test_layers_import_only_from_below():
+    package = ROOT / "jaxopt_core"
+    for layer_index, layer in enumerate(LAYERS):
+        allowed = set(LAYERS[: layer_index + 1])
+        for path in (package / layer).rglob("*.py"):
+            for module in _imported_modules(path):
+                parts = module.split(".")
+                if module == "jaxopt_core":
+                    # the public API re-exports every layer: only the app may use it
+                    assert layer == "app", f"{path.relative_to(ROOT)} imports jaxopt_core"
+                    continue
+                assert parts[1] in allowed, (
+                    f"{path.relative_to(ROOT)} ({layer}) imports {module}, a layer above it"
+                )
+
+
+def test_no_private_name_crosses_a_module_boundary():
+    import ast
+
+    for path in (ROOT / "jaxopt_core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jaxopt_core"):
+                private = [a.name for a in node.names
+                           if a.name.startswith("_") and not a.name.endswith("__")]
+                assert not private, f"{path.relative_to(ROOT)} imports {private} from {node.module}"
