@@ -23,6 +23,13 @@ def working_dtype(dtype: Any) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def common_working_dtype(leaves: Any) -> jnp.dtype:
+    """The working dtype shared by all ``leaves`` (arrays or dtypes): their
+    promoted dtype, at least float32."""
+    return functools.reduce(jnp.promote_types, [jnp.result_type(x) for x in leaves],
+                            jnp.dtype(jnp.float32))
+
+
 def to_working(x: jax.Array) -> jax.Array:
     """``x`` cast to :func:`working_dtype` of its own dtype."""
     return x.astype(working_dtype(x.dtype))

@@ -28,6 +28,7 @@ from jax.typing import ArrayLike
 from jaxopt_core.core.base import apply_updates
 from jaxopt_core.core.checks import check_nonneg, check_number
 from jaxopt_core.core.masks import Mask, resolve_mask
+from jaxopt_core.core.numerics import common_working_dtype
 from jaxopt_core.regularization.penalties import elastic_net_penalty
 from jaxopt_core.regularization.prox import prox_elastic_net
 from jaxopt_core.regularization.proximal import proximal_gradient, proximal_iterate
@@ -200,7 +201,7 @@ def regularization_path(
     # Hyperparameters as arrays of one float dtype, so a Python float now and
     # a NumPy or JAX scalar later hit the same compiled program.
     floats = [x.dtype for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
-    dtype = functools.reduce(jnp.promote_types, floats, jnp.dtype(jnp.float32))
+    dtype = common_working_dtype(floats)
     l1s = jnp.asarray(l1s, dtype)
     l2 = jnp.asarray(l2, dtype)
     learning_rate = jnp.asarray(0.0 if learning_rate is None else learning_rate, dtype)

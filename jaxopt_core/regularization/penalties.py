@@ -37,13 +37,14 @@ from jax.typing import ArrayLike
 
 from jaxopt_core.core.checks import check_nonneg
 from jaxopt_core.core.masks import Mask, resolve_mask
+from jaxopt_core.core.numerics import to_working
 
 
 def _masked_sum(fn: Callable[[jax.Array], jax.Array], params: Any, mask: Mask | None) -> jax.Array:
     """``sum(fn(leaf))`` over the leaves picked by ``mask``, in at least float32."""
     full = resolve_mask(mask, params)
     terms = [
-        jnp.sum(fn(jnp.asarray(p).astype(jnp.promote_types(jnp.result_type(p), jnp.float32))))
+        jnp.sum(fn(to_working(jnp.asarray(p))))
         for m, p in zip(jax.tree.leaves(full), jax.tree.leaves(params), strict=True)
         if m
     ]
