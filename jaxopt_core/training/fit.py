@@ -3,7 +3,11 @@ r"""``fit``: a whole training run as one compiled ``lax.scan``.
 Full-batch gradient descent, or minibatch SGD reshuffled every epoch (see
 :mod:`jaxopt_core.training.batching`), with no Python loop over steps and no
 host synchronisation until the run is over. Each step is
-:func:`~jaxopt_core.training.step.apply_step`.
+:func:`~jaxopt_core.training.divergence.guarded_step`: a step that makes the
+loss, params or optimizer state non-finite is discarded and the run stays
+frozen at its last finite state (as each member of a sweep does). Validation
+with ``eval_fn`` runs inside the same program
+(:mod:`jaxopt_core.training.evaluation`).
 
 Inside :func:`fit` the params and optimizer state are kept in the flat layout
 of :mod:`jaxopt_core.training.layout` (a few long buffers), unless the
@@ -19,12 +23,22 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxopt_core.core.base import needs_tree_layout
 from jaxopt_core.training.batching import Batcher, as_key, check_batch_size, check_steps
+from jaxopt_core.training.divergence import first_bad_step, guarded_step
+from jaxopt_core.training.evaluation import (
+    check_evaluation,
+    eval_steps,
+    init_state,
+    maybe_record,
+    measure,
+    record_final,
+)
 from jaxopt_core.training.layout import layout_loss, ravel, unravel_tree, use_flat
 from jaxopt_core.training.progress import ProgressBar, report_every, tick
-from jaxopt_core.training.step import apply_step, check_callable, check_optimizer
+from jaxopt_core.training.step import check_callable, check_optimizer
 
 
 class FitResult(NamedTuple):
@@ -37,12 +51,27 @@ class FitResult(NamedTuple):
             with :func:`make_train_step` (``fit`` itself always starts from
             ``optimizer.init``).
         losses: ``[steps]``, the loss of step ``t`` evaluated at the params
-            *before* that step's update, on that step's batch.
+            *before* that step's update, on that step's batch; NaN after the
+            step that diverged.
+        diverged: a 0-d bool array: whether a step made the loss, the params
+            or the optimizer state non-finite. ``params`` and ``opt_state``
+            are then the last finite ones.
+        diverged_at: a 0-d int32 array: the index of the step that diverged
+            (its loss is recorded as computed), or -1.
+        evals: ``{name: [n_evals]}``, the values of ``eval_fn`` (a scalar
+            ``eval_fn`` is named ``"eval"``; NaN once diverged); ``{}``
+            without ``eval_fn``.
+        eval_steps: ``[n_evals]`` ints, the step count after which each
+            evaluation was taken (empty without ``eval_fn``).
     """
 
     params: Any
     opt_state: Any
     losses: jax.Array
+    diverged: jax.Array
+    diverged_at: jax.Array
+    evals: dict[str, jax.Array]
+    eval_steps: np.ndarray
 
 
 def fit(
@@ -56,6 +85,9 @@ def fit(
     key: jax.Array | None = None,
     progress: bool = False,
     layout: str = "auto",
+    eval_fn: Callable[[Any, Any], Any] | None = None,
+    eval_data: Any = None,
+    eval_every: int | None = None,
 ) -> FitResult:
     """Train ``params`` for ``steps`` steps in one compiled ``lax.scan``.
 
@@ -64,11 +96,20 @@ def fit(
     module notes: each epoch is a permutation, cut into ``n // batch_size``
     batches, the remainder dropped).
 
+    A step that makes the loss, the params or the optimizer state non-finite
+    stops the run: it is frozen at its last finite state and flagged
+    (``diverged``, ``diverged_at``).
+
+    With ``eval_fn``, ``eval_fn(params, eval_data)`` is evaluated inside the
+    compiled program after every ``eval_every`` steps and after the last step
+    (see :mod:`jaxopt_core.training.evaluation`), on the params tree.
+
     The compiled program is cached on ``(loss_fn, optimizer, steps,
-    batch_size, layout, progress)`` and the shapes and dtypes of ``params``,
-    ``data`` and ``key``: calling ``fit`` again with the same function and
-    optimizer *objects* and new values compiles nothing. (A lambda or an
-    optimizer built anew in each call is a new object, hence a new compile.)
+    batch_size, layout, progress, eval_fn, eval_every)`` and the shapes and
+    dtypes of ``params``, ``data``, ``key`` and ``eval_data``: calling ``fit``
+    again with the same function and optimizer *objects* and new values
+    compiles nothing. (A lambda or an optimizer built anew in each call is a
+    new object, hence a new compile.)
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar``; it receives the user's
@@ -88,9 +129,15 @@ def fit(
         layout: ``"auto"`` (flat unless ``needs_tree_layout(optimizer)``),
             ``"flat"`` or ``"tree"``; see :mod:`jaxopt_core.training.layout`. Results
             are in the tree layout either way.
+        eval_fn: ``eval_fn(params, eval_data) -> scalar | {name: scalar}``,
+            e.g. the loss or accuracy on held-out data; None: no evaluation.
+        eval_data: passed whole to ``eval_fn`` (any pytree of arrays).
+        eval_every: evaluate after every ``eval_every`` steps as well as
+            after the last; None: after the last step only.
 
     Returns:
-        A :class:`FitResult` ``(params, opt_state, losses)``.
+        A :class:`FitResult` ``(params, opt_state, losses, diverged,
+        diverged_at, evals, eval_steps)``.
 
     Raises:
         TypeError / ValueError: an argument has the wrong type or value (the
@@ -104,8 +151,13 @@ def fit(
         ...     x, t = batch
         ...     return jnp.mean((x @ w - t) ** 2)
         >>> res = jc.fit(mse, jnp.zeros(3), jc.adam(0.1), (X, y), steps=200, batch_size=16)
-        >>> res.losses.shape, bool(res.losses[-1] < 1e-2 * res.losses[0])
-        ((200,), True)
+        >>> res.losses.shape, bool(res.losses[-1] < 1e-2 * res.losses[0]), bool(res.diverged)
+        ((200,), True, False)
+        >>> held_out = mse(res.params, (X[:8], y[:8]))
+        >>> res = jc.fit(mse, jnp.zeros(3), jc.adam(0.1), (X, y), steps=200, batch_size=16,
+        ...              eval_fn=mse, eval_data=(X[:8], y[:8]), eval_every=50)
+        >>> res.eval_steps.tolist(), bool(res.evals["eval"][-1] == held_out)
+        ([50, 100, 150, 200], True)
     """
     check_callable("loss_fn", loss_fn)
     check_optimizer("optimizer", optimizer)
@@ -113,37 +165,50 @@ def fit(
     check_batch_size(batch_size, data)
     key = as_key(key)
     flat = use_flat(layout, needs_tree_layout(optimizer))
+    plan = check_evaluation(eval_fn, eval_data, eval_every, steps, params)
     every = report_every(steps) if progress else 0
     with ProgressBar(progress, total=steps, desc="fit") as bar:
         out = _fit_program(
-            params, data, key, bar.token_array(),
+            params, data, key, bar.token_array(), eval_data,
             loss_fn=loss_fn, optimizer=optimizer, steps=steps,
-            batch_size=batch_size, flat=flat, every=every,
+            batch_size=batch_size, flat=flat, every=every, plan=plan,
         )
         if progress:
             jax.block_until_ready(out)
-    return FitResult(*out)
+    taken = eval_steps(steps, plan.every) if plan else np.zeros(0, np.int32)
+    return FitResult(*out, eval_steps=taken)
 
 
 @functools.partial(
-    jax.jit, static_argnames=("loss_fn", "optimizer", "steps", "batch_size", "flat", "every")
+    jax.jit,
+    static_argnames=("loss_fn", "optimizer", "steps", "batch_size", "flat", "every", "plan"),
 )
-def _fit_program(params, data, key, token, *, loss_fn, optimizer, steps, batch_size, flat, every):
+def _fit_program(params, data, key, token, eval_data, *, loss_fn, optimizer, steps, batch_size,
+                 flat, every, plan):
     p0 = ravel(params) if flat else params
     s0 = optimizer.init(p0)
     loss_of = layout_loss(loss_fn, flat)
     batcher = Batcher(data, batch_size)
 
+    def metrics_of(p):
+        return measure(plan, p.unravel() if flat else p, eval_data)
+
     def body(carry, t):
-        p, s, perm = carry
+        p, s, alive, at, perm, ev = carry
         perm = batcher.refresh(perm, key, t)
-        p, s, loss = apply_step(loss_of, optimizer, p, s, batcher.batch(data, perm, t))
+        batch = batcher.batch(data, perm, t)
+        p, s, ok, loss = guarded_step(loss_of, optimizer, p, s, alive, batch)
+        at = first_bad_step(alive, ok, t, at)
+        ev = maybe_record(plan, ev, t, metrics_of, ok, p)
         if every:
             tick(token, t + 1, every)
-        return (p, s, perm), loss
+        return (p, s, ok, at, perm, ev), loss
 
-    carry = (p0, s0, batcher.initial_perm())
-    (p, s, _), losses = jax.lax.scan(body, carry, jnp.arange(steps, dtype=jnp.int32))
+    carry = (p0, s0, jnp.array(True), jnp.array(-1, jnp.int32), batcher.initial_perm(),
+             init_state(plan, p0))
+    (p, s, alive, at, _, ev), losses = jax.lax.scan(
+        body, carry, jnp.arange(steps, dtype=jnp.int32))
+    ev = record_final(plan, ev, metrics_of, alive, p)
     if flat:
         p, s = p.unravel(), unravel_tree(s)
-    return p, s, losses
+    return p, s, losses, ~alive, at, {} if ev is None else ev.values

@@ -1,0 +1,75 @@
+r"""Divergence inside a compiled run: detect it, freeze the run, say when.
+
+A step *diverges* when its loss, its new params or its new optimizer state
+hold a value that is not finite (``inf`` or ``nan``). Carrying on from there
+only spreads the damage, so the run keeps an ``alive`` flag: once a step
+diverges its results are discarded (``jnp.where`` on the flag selects the old
+params and state) and the run stays frozen at its last finite state, its later
+losses recorded as NaN. ``diverged_at`` records the index of the step that
+diverged, or -1.
+
+Under ``jax.vmap`` (a sweep) each member carries its own flag, so one member's
+divergence never reaches another. A frozen run still computes (a vmapped lane
+cannot be skipped); its results are thrown away.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxopt_core.training.step import apply_step
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """A scalar bool: every floating entry of ``tree`` is finite (integer
+    leaves such as step counts, and PRNG keys, count as finite).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_core.training.divergence import all_finite
+        >>> bool(all_finite({"w": jnp.ones(2), "count": jnp.int32(3)}))
+        True
+        >>> bool(all_finite([jnp.array([1.0, jnp.inf])]))
+        False
+    """
+    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return functools.reduce(jnp.logical_and, checks, jnp.array(True))
+
+
+def select(ok: jax.Array, new: Any, old: Any) -> Any:
+    """``new`` where ``ok`` else ``old``, leaf by leaf; ``ok`` may carry
+    leading batch axes (one flag per member) that the leaves share."""
+
+    def one(n, o):
+        flag = jnp.reshape(ok, jnp.shape(ok) + (1,) * (jnp.ndim(n) - jnp.ndim(ok)))
+        return jnp.where(flag, n, o)
+
+    return jax.tree.map(one, new, old)
+
+
+def guarded_step(
+    loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any
+) -> tuple[Any, Any, jax.Array, jax.Array]:
+    """One step that is kept only while everything stays finite.
+
+    Returns ``(params, state, ok, loss)``: the new params and state when the
+    run was alive and the step's loss, params and state are all finite,
+    otherwise the old ones; ``ok`` is the new ``alive`` flag; ``loss`` is the
+    step's loss as computed, or NaN when the run was already frozen.
+    """
+    new_p, new_s, loss = apply_step(loss_of, optimizer, p, s, batch)
+    ok = alive & jnp.isfinite(loss) & all_finite(new_p) & all_finite(new_s)
+    p, s = select(ok, new_p, p), select(ok, new_s, s)
+    return p, s, ok, jnp.where(alive, loss, jnp.nan)
+
+
+def first_bad_step(alive: jax.Array, ok: jax.Array, t: jax.Array, at: jax.Array) -> jax.Array:
+    """``diverged_at`` after step ``t``: ``t`` where the run dies at this step,
+    the earlier value (-1 while alive) everywhere else."""
+    return jnp.where(alive & ~ok, t, at)
