@@ -62,6 +62,8 @@ from jaxopt_core.regularization.proximal import (
 from jaxopt_core.training.fit import FitResult, fit
 from jaxopt_core.training.grid import grid_product, seed_keys
 from jaxopt_core.training.results import SweepResult
+from jaxopt_core.training.search.axes import Axis, choice, integers, log_uniform, uniform
+from jaxopt_core.training.search.sampling import SampledGrid, sample
 from jaxopt_core.training.step import make_train_step
 from jaxopt_core.training.sweep import sweep
 
@@ -130,4 +132,12 @@ __all__ = [
     "make_train_step",
     "seed_keys",
     "sweep",
+    # search
+    "Axis",
+    "SampledGrid",
+    "choice",
+    "integers",
+    "log_uniform",
+    "sample",
+    "uniform",
 ]
