@@ -45,7 +45,7 @@ def int_dtype() -> np.dtype:
 
 
 class Axis(abc.ABC):
-    """A distribution of one hyperparameter, to :func:`sample` from.
+    """A distribution of one hyperparameter, to :func:`~jaxopt_core.sample` from.
 
     Subclasses give ``from_unit`` (the inverse distribution function, pure
     JAX), ``bounds``, ``dtype`` and the class flag ``continuous``; ``draw``
@@ -78,9 +78,13 @@ def _real(where: str, name: str, value: Any) -> float:
         isinstance(value, (np.ndarray, jax.Array)) and value.ndim == 0
         and np.dtype(value.dtype).kind in "iuf"
     )
-    if not scalar or isinstance(value, (bool, np.bool_)) or not np.isfinite(float(value)):
+    try:
+        number = float(value) if scalar and not isinstance(value, (bool, np.bool_)) else np.nan
+    except OverflowError:  # a Python int beyond any float
+        number = np.nan
+    if not np.isfinite(number):
         raise ValueError(f"{where}: {name} must be a finite real number; got {name}={value!r}")
-    return float(value)
+    return number
 
 
 def _float_bounds(where: str, low: Any, high: Any, positive: bool) -> tuple[float, float]:

@@ -233,6 +233,7 @@ def test_sampled_grid_remembers_its_axes_and_is_a_pytree():
     (lambda: jc.integers(0.5, 3), r"low must be an integer; got low=0.5"),
     (lambda: jc.integers(0, True), r"high must be a finite real number; got high=True"),
     (lambda: jc.integers(0, 2**40), r"must fit in int32"),
+    (lambda: jc.integers(0, 10**400), r"high must be a finite real number"),
     (lambda: jc.choice([]), r"choice\(values=\[\]\).*non-empty 1-D"),
     (lambda: jc.choice([[1, 2], [3, 4]]), r"non-empty 1-D"),
     (lambda: jc.choice(["adam", "sgd"]), r"sequence of numbers; got \['adam', 'sgd'\]"),
