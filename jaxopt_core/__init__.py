@@ -59,11 +59,13 @@ from jaxopt_core.regularization.proximal import (
     proximal_iterate,
     proximal_step,
 )
+from jaxopt_core.training.archive import ResultFileError
 from jaxopt_core.training.fit import FitResult, fit
 from jaxopt_core.training.grid import grid_product, seed_keys
 from jaxopt_core.training.results import SweepResult
 from jaxopt_core.training.search.axes import Axis, choice, integers, log_uniform, uniform
 from jaxopt_core.training.search.sampling import SampledGrid, sample
+from jaxopt_core.training.serialization import ResultMetadata, load_metadata, load_result
 from jaxopt_core.training.step import make_train_step
 from jaxopt_core.training.sweep import sweep
 
@@ -132,6 +134,11 @@ __all__ = [
     "make_train_step",
     "seed_keys",
     "sweep",
+    # saved results
+    "ResultFileError",
+    "ResultMetadata",
+    "load_metadata",
+    "load_result",
     # search
     "Axis",
     "SampledGrid",

@@ -18,7 +18,9 @@ tree layout.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -72,6 +74,15 @@ class FitResult(NamedTuple):
     diverged_at: jax.Array
     evals: dict[str, jax.Array]
     eval_steps: np.ndarray
+
+    def save(self, path: str | os.PathLike, config: dict | None = None) -> Path:
+        """Write this result to one file at ``path`` (``.npz``; no pickle) with an
+        optional JSON ``config``; read it back with :func:`jaxopt_core.load_result`.
+        See :mod:`jaxopt_core.training.serialization` for the format."""
+        # Imported here: serialization imports this module (it rebuilds these results).
+        from jaxopt_core.training.serialization import save_result
+
+        return save_result(self, path, config=config)
 
 
 def fit(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -38,6 +40,15 @@ class SweepResult(NamedTuple):
             f"SweepResult(K={k}, steps={steps}, grid={list(self.hparams)}, "
             f"diverged={int(to_host(self.diverged).sum())}, best_index={self.best_index})"
         )
+
+    def save(self, path: str | os.PathLike, config: dict | None = None) -> Path:
+        """Write this result to one file at ``path`` (``.npz``; no pickle) with an
+        optional JSON ``config``; read it back with :func:`jaxopt_core.load_result`.
+        See :mod:`jaxopt_core.training.serialization` for the format."""
+        # Imported here: serialization imports this module (it rebuilds these results).
+        from jaxopt_core.training.serialization import save_result
+
+        return save_result(self, path, config=config)
 
     def final_losses(self) -> np.ndarray:
         """``[K]`` losses at the last step (NaN for diverged members), on the host."""
