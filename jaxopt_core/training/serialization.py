@@ -23,9 +23,9 @@ No pickle is written or read: arrays are written with
 and copying raw bytes into an array of an allowlisted dtype; nothing named in
 the file is imported or evaluated. orbax-checkpoint stays the choice for
 *checkpoints* of a running program (sharded, asynchronous, restored onto a
-mesh); for a finished result its directory of TensorStore files and its need
-for a target tree to restore NamedTuples buy nothing, and it records no
-checksums of its own.
+mesh); for a finished result its directory of TensorStore files, and
+restoring NamedTuples only through a target tree the caller must build, buy
+nothing, and the file would not open without orbax.
 
 Integrity. Writing goes to a temporary file in the same folder, then
 ``os.replace``: a file at ``path`` is either the old one or the complete new
