@@ -223,7 +223,9 @@ def proximal_gradient(
     def init(params):
         floats = [jnp.result_type(p) for p in jax.tree.leaves(params) if is_float(p)]
         t_dtype = functools.reduce(jnp.promote_types, floats, jnp.dtype(jnp.float32))
-        iterate = jax.tree.map(jnp.asarray, params) if acceleration else None
+        # A copy, not the params' own buffers: a state aliasing the params
+        # cannot be donated together with them (make_train_step).
+        iterate = jax.tree.map(lambda p: jnp.array(p, copy=True), params) if acceleration else None
         return ProximalGradientState(
             count=zero_count(), t=jnp.ones([], t_dtype), iterate=iterate
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxopt_core.core.base import apply_updates
 
@@ -37,7 +38,10 @@ def make_train_step(
 
     Returns:
         ``step(params, opt_state, batch) -> (params, opt_state, loss)``, where
-        ``loss`` is the loss at the params passed in.
+        ``loss`` is the loss at the params passed in. With ``donate=True`` it
+        is a :class:`DonatingStep`: params and state that share buffers (a
+        state fresh from an ``init`` that keeps the params) are unaliased by
+        a copy before they are donated.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_core as jc
@@ -60,7 +64,74 @@ def make_train_step(
     def step(params, opt_state, batch):
         return apply_step(loss_fn, optimizer, params, opt_state, batch)
 
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    return DonatingStep(jitted) if donate else jitted
+
+
+class DonatingStep:
+    """A jitted step ``(params, opt_state, batch)`` that donates its first two
+    arguments, made safe against aliased buffers.
+
+    XLA cannot donate one buffer twice, and an ``opt_state`` fresh from
+    ``init`` may hold the params' own arrays (an optax transform that keeps
+    ``params`` in its state does). So when the params and state passed in
+    are not the ones the previous call returned, the leaves that repeat an
+    earlier leaf (the same array object, or the same device buffer) are
+    copied first; in a loop that feeds each call's outputs to the next call
+    nothing is checked or copied. Other attributes (``lower``, ...) are the
+    jitted function's.
+    """
+
+    def __init__(self, jitted: Callable):
+        self.jitted = jitted
+        self._last: tuple[Any, Any] | None = None
+
+    def __call__(self, params: Any, opt_state: Any, batch: Any) -> tuple[Any, Any, jax.Array]:
+        last = self._last
+        if last is None or last[0] is not params or last[1] is not opt_state:
+            params, opt_state = unalias((params, opt_state))
+        out = self.jitted(params, opt_state, batch)
+        self._last = (out[0], out[1])
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.jitted, name)
+
+
+def unalias(tree: Any) -> Any:
+    """``tree`` with every array leaf that repeats an earlier leaf (the same
+    object or the same device buffer) replaced by a copy, so the leaves can
+    all be donated; ``tree`` itself (the same object) when none repeats.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_core.training.step import unalias
+        >>> w = jnp.ones(2)
+        >>> a, b = unalias((w, w))
+        >>> a is w, b is w, bool((b == w).all())
+        (True, False, True)
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    seen: set = set()
+    copies = {}
+    for i, x in enumerate(leaves):
+        if not isinstance(x, jax.Array):
+            continue
+        keys = {("id", id(x)), *(("buffer", b) for b in _buffers(x))}
+        if keys & seen:
+            copies[i] = jnp.copy(x)
+        seen |= keys
+    if not copies:
+        return tree
+    return jax.tree.unflatten(treedef, [copies.get(i, x) for i, x in enumerate(leaves)])
+
+
+def _buffers(x: jax.Array) -> list:
+    """The device buffer addresses of ``x`` (empty when they cannot be read)."""
+    try:
+        return [(str(s.device), s.data.unsafe_buffer_pointer()) for s in x.addressable_shards]
+    except Exception:  # deleted, or a backend without raw pointers
+        return []
 
 
 def apply_step(loss_of: Callable, optimizer: Any, p: Any, s: Any, batch: Any) -> tuple:
