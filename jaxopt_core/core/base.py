@@ -14,20 +14,23 @@ optimizer can be used anywhere optax expects one (``optax.chain``, flax's
 
 from __future__ import annotations
 
+import inspect
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.typing import ArrayLike
+import optax
 
 Params = Any
 Updates = Any
 OptState = Any
-# A schedule maps the step count (0 on the first update) to a value.
-Schedule = Callable[[ArrayLike], ArrayLike]
-ScalarOrSchedule = ArrayLike | Schedule
+# A schedule maps the step count (0 on the first update) to a value. The type
+# aliases are optax's own objects, so an annotation ``learning_rate:
+# ScalarOrSchedule`` is the very annotation optax's tools look for.
+Schedule = optax.Schedule
+ScalarOrSchedule = optax.ScalarOrSchedule
 
 
 class Optimizer(NamedTuple):
@@ -52,8 +55,9 @@ class Optimizer(NamedTuple):
     update: Callable[..., tuple[Updates, OptState]]
 
 
-class EmptyState(NamedTuple):
-    """State of a transform that keeps none."""
+# The state of a transform that keeps none: optax's class itself, so states
+# mixing jaxopt_core and optax transforms are one pytree type.
+EmptyState = optax.EmptyState
 
 
 # Layout marks. ``fit`` and ``sweep`` may pack the params into a few flat
@@ -128,11 +132,40 @@ def identity() -> Optimizer:
         del params
         return EmptyState()
 
-    def update(updates, state, params=None):
-        del params
+    def update(updates, state, params=None, **extra_args):
+        del params, extra_args
         return updates, state
 
     return mark_elementwise(Optimizer(init, update))
+
+
+def accepts_extra_args(transform: Any) -> bool:
+    """Whether :func:`chain` passes extra keyword arguments (``value=loss``
+    ...) to ``transform.update``.
+
+    For optax objects this is optax's own rule: a
+    ``GradientTransformationExtraArgs`` gets them, a plain
+    ``GradientTransformation`` does not. Anything else (every jaxopt_core
+    transform, a user's ``Optimizer(init, update)``) gets them when its
+    ``update`` takes ``**kwargs``.
+
+    Example:
+        >>> import optax, jaxopt_core as jc
+        >>> from jaxopt_core.core.base import accepts_extra_args
+        >>> accepts_extra_args(jc.adam(0.1)), accepts_extra_args(optax.polyak_sgd())
+        (True, True)
+        >>> accepts_extra_args(optax.scale_by_adam())
+        False
+    """
+    if isinstance(transform, optax.GradientTransformationExtraArgs):
+        return True
+    if isinstance(transform, optax.GradientTransformation):
+        return False
+    try:
+        parameters = inspect.signature(transform.update).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def chain(*transforms: Any) -> Optimizer:
@@ -140,7 +173,10 @@ def chain(*transforms: Any) -> Optimizer:
 
     Each element may be a jaxopt_core :class:`Optimizer` or any object with
     optax's ``init``/``update`` shape (an ``optax.GradientTransformation``).
-    The state is the tuple of the members' states.
+    The state is the tuple of the members' states. Extra keyword arguments of
+    ``update`` (``update(g, s, p, value=loss)``) reach the members that take
+    them (see :func:`accepts_extra_args`) and are dropped for the others, as
+    in ``optax.chain``.
 
     Example:
         >>> import jax.numpy as jnp, optax, jaxopt_core as jc
@@ -158,15 +194,20 @@ def chain(*transforms: Any) -> Optimizer:
     def init(params):
         return tuple(t.init(params) for t in transforms)
 
-    def update(updates, state, params=None):
+    takes_extra = tuple(accepts_extra_args(t) for t in transforms)
+
+    def update(updates, state, params=None, **extra_args):
         if not isinstance(state, tuple) or len(state) != len(transforms):
             raise ValueError(
                 f"chain of {len(transforms)} transforms got a state that is not a tuple "
                 f"of {len(transforms)} states: {jax.tree.structure(state)}"
             )
         new_state = []
-        for t, s in zip(transforms, state):
-            updates, s = t.update(updates, s, params)
+        for t, s, takes in zip(transforms, state, takes_extra):
+            if takes:
+                updates, s = t.update(updates, s, params, **extra_args)
+            else:
+                updates, s = t.update(updates, s, params)
             new_state.append(s)
         return updates, tuple(new_state)
 

@@ -12,6 +12,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -25,9 +26,12 @@ def _concrete(value: Any):
         return np.asarray(value)
     if isinstance(value, (np.ndarray, np.generic, jax.Array)):
         arr = np.asarray(value)
-        if arr.dtype.kind not in "iuf":
+        # issubdtype, not dtype.kind: bfloat16's kind is 'V' (an ml_dtypes type).
+        if not (jnp.issubdtype(arr.dtype, jnp.floating) or jnp.issubdtype(arr.dtype, jnp.integer)):
             raise TypeError
-        return arr
+        # Range checks in float32 at least: comparing with a Python float
+        # bound is exact there, and NumPy's ufuncs all accept float32.
+        return arr.astype(np.promote_types(arr.dtype, np.float32)) if arr.dtype.kind == "V" else arr
     raise TypeError
 
 

@@ -16,17 +16,17 @@ Conventions shared by all:
 * state trees keep their dtypes and shapes from step to step.
 """
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 from jax.typing import ArrayLike
 
 from jaxopt_core.core.base import Optimizer, check_same_structure, mark_elementwise
-from jaxopt_core.core.checks import check_nonneg, check_unit
+from jaxopt_core.core.checks import check_nonneg, check_number, check_unit
 from jaxopt_core.core.numerics import (
+    abs_sq,
     ema_bias_correction,
     safe_increment,
     unzip_leaves,
@@ -34,13 +34,9 @@ from jaxopt_core.core.numerics import (
     zero_count,
 )
 
-
-class ScaleByAdamState(NamedTuple):
-    """State of :func:`scale_by_adam`: step count and the two moments."""
-
-    count: jax.Array
-    mu: Any
-    nu: Any
+# State of scale_by_adam: the step count and the two moments (optax's class:
+# same fields, and states mixing both libraries stay one pytree type).
+ScaleByAdamState = optax.ScaleByAdamState
 
 
 def scale_by_adam(
@@ -94,8 +90,8 @@ def scale_by_adam(
         nu = jax.tree.map(jnp.zeros_like, params)
         return ScaleByAdamState(count=zero_count(), mu=mu, nu=nu)
 
-    def update(grads, state, params=None):
-        del params
+    def update(grads, state, params=None, **extra_args):
+        del params, extra_args
         check_same_structure(grads, state.nu, "scale_by_adam")
         count = safe_increment(state.count)
 
@@ -103,7 +99,7 @@ def scale_by_adam(
             ct = working_dtype(g.dtype)
             g = g.astype(ct)
             m = (1 - b1) * g + b1 * m.astype(ct)
-            v = (1 - b2) * g**2 + b2 * v.astype(ct)
+            v = (1 - b2) * abs_sq(g) + b2 * v.astype(ct)
             m_hat = m / ema_bias_correction(b1, count, ct)
             if nesterov:
                 m_hat = b1 * (m / ema_bias_correction(b1, safe_increment(count), ct)) + (1 - b1) * (
@@ -144,20 +140,20 @@ def _rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, centered, name
         count = zero_count() if bias_correction else None
         return ScaleByRmsState(count=count, mu=mu, nu=nu)
 
-    def update(grads, state, params=None):
-        del params
+    def update(grads, state, params=None, **extra_args):
+        del params, extra_args
         check_same_structure(grads, state.nu, name)
         count = safe_increment(state.count) if bias_correction else None
 
         def leaf(g, m, v):
             ct = working_dtype(g.dtype)
             g = g.astype(ct)
-            v = (1 - decay) * g**2 + decay * v.astype(ct)
+            v = (1 - decay) * abs_sq(g) + decay * v.astype(ct)
             v_hat = v / ema_bias_correction(decay, count, ct) if bias_correction else v
             if centered:
                 m = (1 - decay) * g + decay * m.astype(ct)
                 m_hat = m / ema_bias_correction(decay, count, ct) if bias_correction else m
-                v_hat = v_hat - m_hat**2
+                v_hat = v_hat - abs_sq(m_hat)
             if eps_in_sqrt:
                 scale = jax.lax.rsqrt(v_hat + eps)
             else:
@@ -228,10 +224,8 @@ def scale_by_stddev(
     return _rms(decay, eps, initial_scale, eps_in_sqrt, bias_correction, True, "scale_by_stddev")
 
 
-class ScaleByRssState(NamedTuple):
-    """State of :func:`scale_by_rss`: the running sum of squared gradients."""
-
-    sum_of_squares: Any
+# State of scale_by_rss: the running sum of squared gradients (optax's class).
+ScaleByRssState = optax.ScaleByRssState
 
 
 def scale_by_rss(initial_accumulator_value: ArrayLike = 0.1, eps: ArrayLike = 1e-7) -> Optimizer:
@@ -257,14 +251,14 @@ def scale_by_rss(initial_accumulator_value: ArrayLike = 0.1, eps: ArrayLike = 1e
         sos = jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
         return ScaleByRssState(sum_of_squares=sos)
 
-    def update(grads, state, params=None):
-        del params
+    def update(grads, state, params=None, **extra_args):
+        del params, extra_args
         check_same_structure(grads, state.sum_of_squares, "scale_by_rss")
 
         def leaf(g, s):
             ct = working_dtype(g.dtype)
             g = g.astype(ct)
-            s = g**2 + s.astype(ct)
+            s = abs_sq(g) + s.astype(ct)
             return jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g, s
 
         updates, sos = unzip_leaves(jax.tree.map(leaf, grads, state.sum_of_squares), grads, 2)
@@ -275,10 +269,8 @@ def scale_by_rss(initial_accumulator_value: ArrayLike = 0.1, eps: ArrayLike = 1e
     return mark_elementwise(Optimizer(init, update))
 
 
-class TraceState(NamedTuple):
-    """State of :func:`trace`: the momentum buffer."""
-
-    trace: Any
+# State of trace: the momentum buffer (optax's class).
+TraceState = optax.TraceState
 
 
 def trace(decay: ArrayLike, nesterov: bool = False, accumulator_dtype: Any = None) -> Optimizer:
@@ -292,7 +284,7 @@ def trace(decay: ArrayLike, nesterov: bool = False, accumulator_dtype: Any = Non
         >>> t.update(jnp.ones(1), s)[0]
         Array([1.5], dtype=float32)
     """
-    check_unit("decay", decay)
+    check_number("decay", decay, low=0.0, high=1.0, high_open=False)
     accumulator_dtype = None if accumulator_dtype is None else jnp.dtype(accumulator_dtype)
 
     def init(params):
@@ -302,8 +294,8 @@ def trace(decay: ArrayLike, nesterov: bool = False, accumulator_dtype: Any = Non
             )
         )
 
-    def update(grads, state, params=None):
-        del params
+    def update(grads, state, params=None, **extra_args):
+        del params, extra_args
         check_same_structure(grads, state.trace, "trace")
 
         def leaf(g, t):

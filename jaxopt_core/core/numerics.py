@@ -35,17 +35,48 @@ def to_working(x: jax.Array) -> jax.Array:
     return x.astype(working_dtype(x.dtype))
 
 
-def safe_increment(count: jax.Array) -> jax.Array:
-    """``count + 1``, saturating at the dtype's maximum instead of overflowing
-    (a wrapped int32 count would make ``1 - b**count`` jump).
+def safe_increment(count: ArrayLike) -> jax.Array:
+    """``count + 1`` in the dtype of ``count``, saturating at the dtype's
+    maximum instead of overflowing (a wrapped int32 count would make
+    ``1 - b**count`` jump). Integer and floating counts are accepted, as in
+    optax; anything else (bool, complex) raises ``ValueError``.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_core as jc
         >>> jc.safe_increment(jnp.int32(2**31 - 1))
         Array(2147483647, dtype=int32)
+        >>> jc.safe_increment(jnp.float32(3))
+        Array(4., dtype=float32)
     """
-    top = jnp.iinfo(count.dtype).max
-    return jnp.where(count < top, count + 1, count)
+    count = jnp.asarray(count)
+    if jnp.issubdtype(count.dtype, jnp.integer):
+        top = jnp.iinfo(count.dtype).max
+    elif jnp.issubdtype(count.dtype, jnp.floating):
+        top = jnp.finfo(count.dtype).max
+    else:
+        raise ValueError(
+            f"safe_increment: count must have an integer or floating dtype; got {count.dtype}"
+        )
+    # The bound and the step in the count's own dtype: a Python int would be
+    # weakly typed and may not fit (uint32's maximum overflows int32).
+    top = jnp.asarray(top, count.dtype)
+    return jnp.where(count < top, count + jnp.asarray(1, count.dtype), top)
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+    r"""The squared modulus :math:`|x|^2 = \bar x x`, real, for real or complex ``x``
+    (for real ``x`` the same as ``x * x``). Second moments of complex
+    gradients use it, as optax does, so they stay real and non-negative.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_core.core.numerics import abs_sq
+        >>> abs_sq(jnp.array([3 + 4j, -2j]))
+        Array([25.,  4.], dtype=float32)
+    """
+    if jnp.iscomplexobj(x):
+        return (jnp.conj(x) * x).real
+    return x * x
 
 
 def zero_count() -> jax.Array:

@@ -20,14 +20,12 @@ construction (``ValueError``/``TypeError`` naming the argument); traced values
 cannot be, and are taken as given.
 """
 
-from __future__ import annotations
-
 from typing import Any
 
 from jax.typing import ArrayLike
 
 from jaxopt_core.core.base import Optimizer, ScalarOrSchedule, chain, identity
-from jaxopt_core.core.checks import check_nonneg, check_unit
+from jaxopt_core.core.checks import check_nonneg, check_number
 from jaxopt_core.core.masks import Mask
 from jaxopt_core.core.moments import (
     scale_by_adam,
@@ -55,7 +53,7 @@ def sgd(
 
     Args:
         learning_rate: :math:`\eta >= 0`, a number, array or schedule.
-        momentum: :math:`\mu \in [0, 1)`, or None for no momentum buffer.
+        momentum: :math:`\mu \in [0, 1]`, or None for no momentum buffer.
         nesterov: Nesterov's look-ahead form (static).
         accumulator_dtype: dtype of the momentum buffer (default: params').
 
@@ -70,7 +68,7 @@ def sgd(
     check_nonneg("learning_rate", learning_rate, allow_schedule=True)
     if momentum is None:
         return chain(identity(), scale_by_learning_rate(learning_rate))
-    check_unit("momentum", momentum)
+    check_number("momentum", momentum, low=0.0, high=1.0, high_open=False)
     return chain(
         trace(momentum, nesterov=nesterov, accumulator_dtype=accumulator_dtype),
         scale_by_learning_rate(learning_rate),
@@ -179,7 +177,7 @@ def rmsprop(
     """
     check_nonneg("learning_rate", learning_rate, allow_schedule=True)
     if momentum is not None:
-        check_unit("momentum", momentum)
+        check_number("momentum", momentum, low=0.0, high=1.0, high_open=False)
     scaler = scale_by_stddev if centered else scale_by_rms
     return chain(
         scaler(decay, eps, initial_scale, eps_in_sqrt, bias_correction),

@@ -5,11 +5,10 @@ These transforms turn a direction into a step: :func:`scale` and
 the descent sign, and :func:`add_decayed_weights` adds :math:`\lambda w`.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 import jax
+import optax
 from jax.typing import ArrayLike
 
 from jaxopt_core.core.base import (
@@ -25,11 +24,9 @@ from jaxopt_core.core.checks import check_nonneg, check_number
 from jaxopt_core.core.masks import Mask, resolve_mask
 from jaxopt_core.core.numerics import safe_increment, to_working, working_dtype, zero_count
 
-
-class ScheduleState(NamedTuple):
-    """State of a transform driven by a schedule: the step count."""
-
-    count: jax.Array
+# State of a transform driven by a schedule: the step count (optax's
+# ScaleByScheduleState, same field).
+ScheduleState = optax.ScaleByScheduleState
 
 
 def scale(step_size: ArrayLike) -> Optimizer:
@@ -46,7 +43,8 @@ def scale(step_size: ArrayLike) -> Optimizer:
         del params
         return EmptyState()
 
-    def update(grads, state, params=None):
+    def update(grads, state, params=None, **extra_args):
+        del extra_args
         if params is not None:  # stateless, so the params are the only reference
             check_same_structure(grads, params, "scale", "params")
         return jax.tree.map(lambda g: (step_size * to_working(g)).astype(g.dtype), grads), state
@@ -71,7 +69,8 @@ def scale_by_schedule(step_size_fn: Schedule) -> Optimizer:
         del params
         return ScheduleState(count=zero_count())
 
-    def update(grads, state, params=None):
+    def update(grads, state, params=None, **extra_args):
+        del extra_args
         if params is not None:
             check_same_structure(grads, params, "scale_by_schedule", "params")
         s = step_size_fn(state.count)
@@ -115,7 +114,10 @@ def add_decayed_weights(
     Placed before the learning-rate scaling (as in :func:`~jaxopt_core.adamw`)
     the step becomes :math:`w \leftarrow w - \eta(\mathrm{adam}(g) + \lambda w)`.
     ``mask`` (a tree of bools, a prefix of one, or a callable of the params)
-    picks the leaves that decay; the others pass through. Needs ``params``.
+    picks the leaves that decay; the others pass through, and so do ``None``
+    leaves of the updates. Needs ``params``. ``weight_decay`` may be any finite
+    number, as in optax (a negative one grows the weights: optax's ``fromage``
+    uses it); a constant 0 returns the updates untouched.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_core as jc
@@ -124,7 +126,7 @@ def add_decayed_weights(
         >>> t.update(jnp.zeros(1), t.init(p), p)[0]
         Array([0.2], dtype=float32)
     """
-    check_nonneg("weight_decay", weight_decay, allow_schedule=True)
+    check_number("weight_decay", weight_decay, low=None, allow_schedule=True)
 
     scheduled = callable(weight_decay)
 
@@ -133,20 +135,23 @@ def add_decayed_weights(
         # A constant decay needs no step count: no scalar to carry and donate.
         return AddDecayedWeightsState(count=zero_count()) if scheduled else EmptyState()
 
-    def update(grads, state, params=None):
+    def update(grads, state, params=None, **extra_args):
+        del extra_args
         if params is None:
             raise ValueError(
                 "add_decayed_weights needs the params: call update(grads, state, params)"
             )
+        if not scheduled and isinstance(weight_decay, (int, float)) and weight_decay == 0:
+            return grads, state  # g + 0 * w would turn an inf weight into a nan
         wd = weight_decay(state.count) if scheduled else weight_decay
         full = resolve_mask(mask, params)
 
-        def leaf(m, g, p):
-            if not m:
+        def leaf(g, m, p):
+            if g is None or not m:
                 return g
             return (to_working(g) + wd * p.astype(working_dtype(g.dtype))).astype(g.dtype)
 
-        grads = jax.tree.map(leaf, full, grads, params)
+        grads = jax.tree.map(leaf, grads, full, params, is_leaf=lambda x: x is None)
         if not scheduled:
             return grads, state
         return grads, AddDecayedWeightsState(count=safe_increment(state.count))

@@ -19,7 +19,7 @@ BAD = [
     (jc.adam, dict(learning_rate=INF), ValueError, "learning_rate"),
     (jc.sgd, dict(learning_rate="0.1"), TypeError, "learning_rate"),
     (jc.sgd, dict(learning_rate=None), TypeError, "learning_rate"),
-    (jc.sgd, dict(learning_rate=0.1, momentum=1.0), ValueError, "momentum"),
+    (jc.sgd, dict(learning_rate=0.1, momentum=1.5), ValueError, "momentum"),
     (jc.sgd, dict(learning_rate=0.1, momentum=-0.5), ValueError, "momentum"),
     (jc.sgd, dict(learning_rate=0.1, momentum="high"), TypeError, "momentum"),
     (jc.adam, dict(learning_rate=0.1, b1=1.0), ValueError, "b1"),
@@ -27,7 +27,7 @@ BAD = [
     (jc.adam, dict(learning_rate=0.1, b2=-0.1), ValueError, "b2"),
     (jc.adam, dict(learning_rate=0.1, eps=-1e-8), ValueError, "eps"),
     (jc.adam, dict(learning_rate=0.1, eps_root=NAN), ValueError, "eps_root"),
-    (jc.adamw, dict(learning_rate=0.1, weight_decay=-1e-4), ValueError, "weight_decay"),
+    (jc.adamw, dict(learning_rate=0.1, weight_decay=INF), ValueError, "weight_decay"),
     (jc.adamw, dict(learning_rate=0.1, weight_decay="x"), TypeError, "weight_decay"),
     (jc.rmsprop, dict(learning_rate=0.1, decay=1.0), ValueError, "decay"),
     (jc.rmsprop, dict(learning_rate=0.1, eps=-1.0), ValueError, "eps"),
@@ -63,6 +63,11 @@ def test_bad_values_raise_naming_argument_and_value(fn, kw, exc, name):
         (jc.adam, dict(learning_rate=np.float32(1e-3))),
         (jc.adam, dict(learning_rate=jnp.array(1e-3))),
         (jc.sgd, dict(learning_rate=1)),
+        # optax's ranges: momentum 1 (trace(decay=1.0)), a negative decay (fromage)
+        (jc.sgd, dict(learning_rate=0.1, momentum=1.0)),
+        (jc.adamw, dict(learning_rate=0.1, weight_decay=-0.3)),
+        (jc.adam, dict(learning_rate=jnp.asarray(1e-3, jnp.bfloat16))),
+        (jc.adam, dict(learning_rate=jnp.asarray(1e-3, jnp.float16), b1=jnp.bfloat16(0.9))),
     ],
 )
 def test_zero_and_array_values_are_valid(fn, kw):
