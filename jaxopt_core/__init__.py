@@ -13,7 +13,58 @@ Example:
     >>> params = jc.apply_updates(params, updates)
 """
 
+from jaxopt_core.core.accumulation import (
+    EmaState,
+    MultiSteps,
+    MultiStepsState,
+    ema,
+    incremental_update,
+    periodic_update,
+)
+from jaxopt_core.core.adam_variants import (
+    ScaleByAmsgradState,
+    ScaleByBeliefState,
+    ScaleByLionState,
+    scale_by_adamax,
+    scale_by_amsgrad,
+    scale_by_belief,
+    scale_by_lion,
+    scale_by_radam,
+)
+from jaxopt_core.core.adaptive_optimizers import (
+    adabelief,
+    adamax,
+    amsgrad,
+    lion,
+    nadam,
+    nadamw,
+    radam,
+)
 from jaxopt_core.core.base import EmptyState, Optimizer, apply_updates, chain, identity
+from jaxopt_core.core.clipping import clip, clip_by_block_rms, clip_by_global_norm
+from jaxopt_core.core.combining import (
+    ApplyIfFiniteState,
+    MaskedNode,
+    MaskedState,
+    MultiTransformState,
+    apply_if_finite,
+    freeze,
+    masked,
+    multi_transform,
+    set_to_zero,
+)
+from jaxopt_core.core.factored import FactoredState, scale_by_factored_rms
+from jaxopt_core.core.injection import (
+    InjectHyperparamsState,
+    InjectStatefulHyperparamsState,
+    inject_hyperparams,
+)
+from jaxopt_core.core.layerwise import (
+    scale_by_param_block_norm,
+    scale_by_param_block_rms,
+    scale_by_trust_ratio,
+)
+from jaxopt_core.core.layerwise_optimizers import adafactor, lamb, lars
 from jaxopt_core.core.masks import resolve_mask, weights_only_mask
 from jaxopt_core.core.moments import (
     ScaleByAdamState,
@@ -36,12 +87,19 @@ from jaxopt_core.core.scaling import (
     scale_by_learning_rate,
     scale_by_schedule,
 )
+from jaxopt_core.core.schedule_combinators import (
+    cosine_onecycle_schedule,
+    join_schedules,
+    sgdr_schedule,
+    warmup_exponential_decay_schedule,
+)
 from jaxopt_core.core.schedules import (
     constant_schedule,
     cosine_decay_schedule,
     exponential_decay,
     linear_schedule,
     piecewise_constant_schedule,
+    polynomial_schedule,
     warmup_cosine_decay_schedule,
 )
 from jaxopt_core.regularization.path import PathResult, regularization_path
@@ -79,14 +137,50 @@ __all__ = [
     "chain",
     "identity",
     # optimizers
+    "adabelief",
+    "adafactor",
     "adagrad",
     "adam",
+    "adamax",
     "adamw",
+    "amsgrad",
+    "lamb",
+    "lars",
+    "lion",
+    "nadam",
+    "nadamw",
+    "radam",
     "rmsprop",
     "sgd",
+    # clipping, combining, accumulation, injected hyperparameters
+    "ApplyIfFiniteState",
+    "EmaState",
+    "InjectHyperparamsState",
+    "InjectStatefulHyperparamsState",
+    "MaskedNode",
+    "MaskedState",
+    "MultiSteps",
+    "MultiStepsState",
+    "MultiTransformState",
+    "apply_if_finite",
+    "clip",
+    "clip_by_block_rms",
+    "clip_by_global_norm",
+    "ema",
+    "freeze",
+    "incremental_update",
+    "inject_hyperparams",
+    "masked",
+    "multi_transform",
+    "periodic_update",
+    "set_to_zero",
     # building blocks
     "AddDecayedWeightsState",
+    "FactoredState",
     "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByBeliefState",
+    "ScaleByLionState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScheduleState",
@@ -95,19 +189,33 @@ __all__ = [
     "safe_increment",
     "scale",
     "scale_by_adam",
+    "scale_by_adamax",
+    "scale_by_amsgrad",
+    "scale_by_belief",
+    "scale_by_factored_rms",
     "scale_by_learning_rate",
+    "scale_by_lion",
+    "scale_by_param_block_norm",
+    "scale_by_param_block_rms",
+    "scale_by_radam",
     "scale_by_rms",
     "scale_by_rss",
     "scale_by_schedule",
     "scale_by_stddev",
+    "scale_by_trust_ratio",
     "trace",
     # schedules
     "constant_schedule",
     "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
     "exponential_decay",
+    "join_schedules",
     "linear_schedule",
     "piecewise_constant_schedule",
+    "polynomial_schedule",
+    "sgdr_schedule",
     "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
     # masks
     "resolve_mask",
     "weights_only_mask",

@@ -3,7 +3,8 @@
 Every test that takes an argument named ``opt_case`` is run once per row of
 ``OPTIMIZER_TABLE``: ``(name, kwargs)`` such that ``jaxopt_core.<name>(**kwargs)``
 and ``optax.<name>(**kwargs)`` are the same optimizer. ``learning_rate`` is not
-in the kwargs: tests pass their own (often a traced one).
+in the kwargs: tests pass their own (often a traced one). Likewise every test
+that takes ``transform_case`` runs once per row of ``TRANSFORM_TABLE``.
 """
 
 import contextlib
@@ -41,11 +42,101 @@ OPTIMIZER_TABLE = [
     ("rmsprop", {"momentum": 0.9, "nesterov": True}),
     ("rmsprop", {"eps_in_sqrt": False, "bias_correction": True, "decay": 0.8}),
     ("adagrad", {}),
+    ("lion", {}),
+    ("nadam", {}),
+    ("nadamw", {"weight_decay": 0.1}),
+    ("radam", {}),
+    ("amsgrad", {}),
+    ("adamax", {}),
+    ("adabelief", {}),
+    ("lamb", {"weight_decay": 0.01}),
+    ("lars", {"weight_decay": 0.01}),
+    ("adafactor", {"min_dim_size_to_factor": 2}),
+    ("adafactor", {"min_dim_size_to_factor": 2, "momentum": 0.9, "weight_decay_rate": 0.01}),
 ]
 
 # A learning rate per optimizer that makes 100+ steps on the test problems move
 # far from the start without diverging.
-LEARNING_RATES = {"sgd": 0.05, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.005, "adagrad": 0.1}
+LEARNING_RATES = {
+    "sgd": 0.05,
+    "adam": 0.01,
+    "adamw": 0.01,
+    "rmsprop": 0.005,
+    "adagrad": 0.1,
+    "lion": 0.003,  # sign steps: every coordinate moves by about lr
+    "nadam": 0.01,
+    "nadamw": 0.01,
+    "radam": 0.01,
+    "amsgrad": 0.01,
+    "adamax": 0.01,
+    "adabelief": 0.01,
+    "lamb": 0.01,
+    "lars": 1.0,  # the trust coefficient (1e-3) already scales the step
+    "adafactor": 0.05,
+}
+
+# Transforms that take no learning rate first (clipping, combinators,
+# accumulation, injected hyperparameters): ``(id, build, h)`` where
+# ``build(module, h)`` builds the same transform from ``jaxopt_core`` or from
+# ``optax`` (inner transforms come from the same module), ``h`` a numeric
+# hyperparameter the tests trace and vmap over. The params are those of
+# tests/core/test_optimizers.py (``{"dense": [w, b], "pair": (v, None)}``).
+TRANSFORM_TABLE = [
+    ("clip", lambda m, h: m.clip(h), 0.5),
+    ("clip_by_global_norm", lambda m, h: m.clip_by_global_norm(h), 2.0),
+    ("clip_by_block_rms", lambda m, h: m.clip_by_block_rms(h), 0.5),
+    (
+        "masked-adam",
+        lambda m, h: m.chain(m.masked(m.adam(h), {"dense": True, "pair": False}), m.scale(-0.01)),
+        0.01,
+    ),
+    (
+        "masked-callable-sgd",
+        lambda m, h: m.masked(
+            m.sgd(h, momentum=0.9), lambda p: jax.tree.map(lambda x: x.ndim >= 2, p)
+        ),
+        0.05,
+    ),
+    (
+        "freeze",
+        lambda m, h: m.chain(m.freeze({"dense": [False, True], "pair": True}), m.sgd(h)),
+        0.05,
+    ),
+    (
+        "multi_transform",
+        lambda m, h: m.multi_transform(
+            {"a": m.adam(h), "s": m.sgd(h), "z": m.set_to_zero()},
+            {"dense": ["a", "s"], "pair": "z"},
+        ),
+        0.01,
+    ),
+    ("apply_if_finite", lambda m, h: m.apply_if_finite(m.adam(h), 2), 0.01),
+    ("MultiSteps", lambda m, h: m.MultiSteps(m.adam(h), every_k_schedule=3), 0.05),
+    (
+        "MultiSteps-sum",
+        lambda m, h: m.MultiSteps(m.sgd(h, momentum=0.5), 2, use_grad_mean=False),
+        0.02,
+    ),
+    ("ema", lambda m, h: m.chain(m.ema(h), m.scale(-0.02)), 0.9),
+    ("ema-no-debias", lambda m, h: m.chain(m.ema(h, debias=False), m.scale(-0.05)), 0.5),
+    (
+        "inject_hyperparams",
+        lambda m, h: m.inject_hyperparams(m.adam)(
+            learning_rate=m.linear_schedule(h, 0.0, 20), b1=0.8, b2=m.constant_schedule(0.99)
+        ),
+        0.02,
+    ),
+    (
+        "inject_hyperparams-chain",
+        lambda m, h: m.chain(
+            m.clip_by_global_norm(1.0),
+            # float32 hyperparameters: b2 = 0.999 would round to 1 in bfloat16.
+            m.inject_hyperparams(m.scale_by_adam, hyperparam_dtype=jnp.float32)(b1=h),
+            m.scale(-0.01),
+        ),
+        0.8,
+    ),
+]
 
 
 @contextlib.contextmanager
@@ -83,4 +174,8 @@ def pytest_generate_tests(metafunc):
     if "opt_case" in metafunc.fixturenames:
         metafunc.parametrize(
             "opt_case", OPTIMIZER_TABLE, ids=[_case_id(c) for c in OPTIMIZER_TABLE]
+        )
+    if "transform_case" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "transform_case", TRANSFORM_TABLE, ids=[c[0] for c in TRANSFORM_TABLE]
         )

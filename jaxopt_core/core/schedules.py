@@ -205,3 +205,41 @@ def piecewise_constant_schedule(
         return v
 
     return schedule
+
+
+def polynomial_schedule(
+    init_value: ArrayLike,
+    end_value: ArrayLike,
+    power: ArrayLike,
+    transition_steps: ArrayLike,
+    transition_begin: ArrayLike = 0,
+) -> Schedule:
+    r"""Polynomial decay from ``init_value`` to ``end_value`` over
+    ``transition_steps`` steps starting at ``transition_begin``:
+
+    .. math::
+        v(t) = (v_0 - v_1)\,(1 - c/T)^p + v_1, \qquad c = \mathrm{clip}(t - t_0, 0, T).
+
+    As in optax, a non-positive ``transition_steps`` gives a constant
+    schedule and a negative ``transition_begin`` counts as 0.
+
+    Example:
+        >>> import jaxopt_core as jc
+        >>> float(jc.polynomial_schedule(1.0, 0.0, power=2, transition_steps=4)(2))
+        0.25
+    """
+    check_number("init_value", init_value, low=None)
+    check_number("end_value", end_value, low=None)
+    check_number("power", power, low=None)
+    check_number("transition_steps", transition_steps, low=None)
+    check_number("transition_begin", transition_begin, low=None)
+    if not isinstance(transition_steps, jax.core.Tracer) and transition_steps <= 0:
+        return lambda count: init_value
+    if not isinstance(transition_begin, jax.core.Tracer):
+        transition_begin = max(transition_begin, 0)
+
+    def schedule(count):
+        c = jnp.clip(count - transition_begin, 0, transition_steps)
+        return (init_value - end_value) * ((1 - c / transition_steps) ** power) + end_value
+
+    return schedule
