@@ -16,6 +16,14 @@ from jaxopt_core.core.base import Schedule
 from jaxopt_core.core.checks import check_nonneg, check_number
 
 
+def _at_least_zero(steps: ArrayLike) -> ArrayLike:
+    """``max(steps, 0)``, traced or not: optax treats a negative
+    ``transition_begin`` as 0."""
+    if isinstance(steps, jax.core.Tracer):
+        return jnp.maximum(steps, 0)
+    return max(steps, 0)
+
+
 def constant_schedule(value: ArrayLike) -> Schedule:
     """``schedule(count) = value``.
 
@@ -58,8 +66,7 @@ def exponential_decay(
     concrete = not any(isinstance(x, jax.core.Tracer) for x in (transition_steps, decay_rate))
     if concrete and (transition_steps <= 0 or decay_rate == 0):
         return lambda count: init_value
-    if not isinstance(transition_begin, jax.core.Tracer):
-        transition_begin = max(transition_begin, 0)
+    transition_begin = _at_least_zero(transition_begin)
 
     def schedule(count):
         since = count - transition_begin
@@ -129,14 +136,17 @@ def linear_schedule(
     check_number("init_value", init_value, low=None)
     check_number("end_value", end_value, low=None)
     check_number("transition_steps", transition_steps, low=None)
-    if not isinstance(transition_steps, jax.core.Tracer) and transition_steps <= 0:
+    check_number("transition_begin", transition_begin, low=None)
+    traced = isinstance(transition_steps, jax.core.Tracer)
+    if not traced and transition_steps <= 0:
         return lambda count: init_value
-    if not isinstance(transition_begin, jax.core.Tracer):
-        transition_begin = max(transition_begin, 0)
+    transition_begin = _at_least_zero(transition_begin)
 
     def schedule(count):
         c = jnp.clip(count - transition_begin, 0, transition_steps)
-        return (init_value - end_value) * (1 - c / transition_steps) + end_value
+        v = (init_value - end_value) * (1 - c / transition_steps) + end_value
+        # A traced non-positive transition_steps: constant, as a concrete one.
+        return jnp.where(transition_steps <= 0, init_value, v) if traced else v
 
     return schedule
 
@@ -159,6 +169,7 @@ def warmup_cosine_decay_schedule(
         >>> float(s(5)), float(s(10)), float(s(110))
         (0.5, 1.0, 0.0)
     """
+    check_number("init_value", init_value, low=None)
     check_number("peak_value", peak_value, low=None)
     check_number("warmup_steps", warmup_steps)
     check_number("decay_steps", decay_steps)
@@ -233,13 +244,15 @@ def polynomial_schedule(
     check_number("power", power, low=None)
     check_number("transition_steps", transition_steps, low=None)
     check_number("transition_begin", transition_begin, low=None)
-    if not isinstance(transition_steps, jax.core.Tracer) and transition_steps <= 0:
+    traced = isinstance(transition_steps, jax.core.Tracer)
+    if not traced and transition_steps <= 0:
         return lambda count: init_value
-    if not isinstance(transition_begin, jax.core.Tracer):
-        transition_begin = max(transition_begin, 0)
+    transition_begin = _at_least_zero(transition_begin)
 
     def schedule(count):
         c = jnp.clip(count - transition_begin, 0, transition_steps)
-        return (init_value - end_value) * ((1 - c / transition_steps) ** power) + end_value
+        v = (init_value - end_value) * ((1 - c / transition_steps) ** power) + end_value
+        # A traced non-positive transition_steps: constant, as a concrete one.
+        return jnp.where(transition_steps <= 0, init_value, v) if traced else v
 
     return schedule
