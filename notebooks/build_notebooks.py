@@ -241,42 +241,55 @@ SWEEP = [
     jax.tree.map(jnp.shape, params)
     '''),
     md("""
-    ## 1. 64 learning rates, one program
+    ## 1. 64 learning rates, one program, ranked on held-out data
 
     Plain SGD, minibatches of 128, 200 steps, learning rates from 1e-4 to 10.
+    `eval_fn(params, eval_data)` scores a member on the validation split; it
+    runs *inside* the compiled program, for every member, every `eval_every`
+    steps and after the last step, so validation costs no extra dispatch and
+    no host round trip. `rank_by` names the metric that decides
+    `best_index` (`rank_mode="max"`: higher is better).
     """),
     code('''
+    def validate(params, data):
+        return {"accuracy": model.metric(params, data), "val_loss": model.loss(params, data)}
+
+
     lrs = np.logspace(-4, 1, 64)
     res = jc.sweep(model.loss, params, jc.sgd, ds.train, grid={"learning_rate": lrs},
-                   steps=200, batch_size=128, progress=True)
-    print("losses", res.losses.shape, "| diverged:", int(res.diverged.sum()),
-          "| best (final training loss): member", res.best_index,
-          f"lr={lrs[res.best_index]:.3g}")
+                   steps=200, batch_size=128, progress=True,
+                   eval_fn=validate, eval_data=ds.val, eval_every=20,
+                   rank_by="accuracy", rank_mode="max")
+    print("losses", res.losses.shape, "| accuracy", res.evals["accuracy"].shape,
+          "after steps", res.eval_steps.tolist())
+    print("diverged:", int(res.diverged.sum()), "| best by validation accuracy: member",
+          res.best_index, f"lr={lrs[res.best_index]:.3g}")
     '''),
     code("res.plot()"),
     md("""
-    The lowest training loss is at the largest learning rate; that member
-    overfits. The final params of all members are stacked along a leading axis,
-    so the validation accuracy of every member is one `vmap`: pick by that.
+    The training loss keeps falling all the way to the largest learning rate,
+    while the validation accuracy peaks before it: a sweep ranked by its
+    training loss (`rank_by="loss"`, the default without `eval_fn`: the mean
+    over the last tenth of the steps) would pick the member that fits the
+    training set best, not the one that does best on held-out data. The
+    evaluations along the way show how each member got there.
     """),
     code('''
-    val_acc = jax.vmap(model.metric, in_axes=(0, None))(res.params, ds.val)
-    val_acc = np.where(res.diverged, np.nan, val_acc)  # diverged members: no score
-    best = int(np.nanargmax(val_acc))
+    by_loss = int(np.nanargmin(res.tail_losses()))
+    print(f"lowest training loss: lr={lrs[by_loss]:.3g}, validation accuracy "
+          f"{float(res.evals['accuracy'][by_loss, -1]):.3f}")
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.semilogx(lrs, val_acc, "o-", ms=3)
-    ax.plot(lrs[best], val_acc[best], "*", ms=18, color="gold", mec="black")
-    ax.set(xlabel="learning rate", ylabel="validation accuracy",
-           title=f"best: lr={lrs[best]:.3g}, accuracy {val_acc[best]:.3f}")
+    for i in [*res.member_order()[:3], by_loss]:
+        ax.plot(res.eval_steps, res.evals["accuracy"][i], "o-", ms=3, label=f"lr={lrs[i]:.3g}")
+    ax.set(xlabel="step", ylabel="validation accuracy", title="evaluated every 20 steps")
+    ax.legend()
     plt.show()
 
-    frame = res.to_dataframe()
-    frame["val_accuracy"] = val_acc
-    frame.sort_values("val_accuracy", ascending=False).head()
+    res.to_dataframe().sort_values("rank").head()
     '''),
     code('''
-    best_params = jax.tree.map(lambda leaf: leaf[best], res.params)  # or res.best_params()
+    best_params = res.best_params()  # the params of member res.best_index
     print("accuracy of the chosen member:", float(model.metric(best_params, ds.val)))
     '''),
     md("""
@@ -285,8 +298,8 @@ SWEEP = [
     Softmax regression tolerates large steps; least squares does not. On
     scikit-learn's diabetes data, SGD diverges above a learning rate of about
     2/L. Those members are frozen at their last finite params, their later
-    losses are NaN and they are flagged in `res.diverged`: the other members
-    are not disturbed.
+    losses are NaN and they are flagged in `res.diverged` (and
+    `res.diverged_at`, the step): the other members are not disturbed.
     """),
     code('''
     reg = load_dataset("diabetes")
@@ -296,6 +309,7 @@ SWEEP = [
     diverged = np.asarray(res_reg.diverged)
     print("diverged:", int(diverged.sum()), "of 32, from learning rate",
           f"{res_reg.hparams['learning_rate'][diverged].min():.3g}")
+    print("step at which each diverged:", np.asarray(res_reg.diverged_at)[diverged])
     res_reg.plot()
     '''),
     md("""
@@ -309,8 +323,9 @@ SWEEP = [
     l2_axis = np.concatenate([[0.0], np.logspace(-4, -1, 5)])
     grid = jc.grid_product(learning_rate=lr_axis, l2=l2_axis)  # 60 members
     res2 = jc.sweep(model.loss, params, jc.adam, ds.train, grid=grid, steps=200,
-                    batch_size=128, penalty_mask=jc.weights_only_mask)
-    acc2 = jax.vmap(model.metric, in_axes=(0, None))(res2.params, ds.val)
+                    batch_size=128, penalty_mask=jc.weights_only_mask,
+                    eval_fn=validate, eval_data=ds.val, rank_by="accuracy", rank_mode="max")
+    acc2 = res2.evals["accuracy"][:, -1]  # after the last step
     heat = np.asarray(acc2).reshape(len(lr_axis), len(l2_axis))  # first axis varies slowest
 
     fig, ax = plt.subplots(figsize=(7, 5))

@@ -13,152 +13,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jaxopt_core.app.datasets import CLASSIFICATION, DATASETS
-from jaxopt_core.app.models import MODELS
-
-OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad", "proximal_gradient")
-DEFAULT_RUNS = Path("jaxopt_core_runs")
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows ``(default: ...)`` except where the help text says it in words
-    (defaults of None) and for on/off flags."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line: ``prog: error: message``."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _values(text: str, *, positive: bool) -> list[float]:
-    """Parse ``MIN:MAX:N`` (N log-spaced values), ``a,b,c`` or one number."""
-    import numpy as np
-
-    try:
-        if ":" in text:
-            parts = text.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
-            if not (0 < lo <= hi and n >= 1 and math.isfinite(hi)):
-                raise argparse.ArgumentTypeError(
-                    f"range {text!r} needs 0 < MIN <= MAX and N >= 1 (MIN:MAX:N, log-spaced)"
-                )
-            values = np.logspace(math.log10(lo), math.log10(hi), n).tolist()
-        else:
-            values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number, a comma list or a MIN:MAX:N range"
-        ) from None
-    for v in values:
-        if not math.isfinite(v) or v < 0 or (positive and v == 0):
-            kind = "positive" if positive else "non-negative"
-            raise argparse.ArgumentTypeError(f"{v!r} in {text!r} is not a finite {kind} number")
-    return values
-
-
-def _learning_rates(text: str) -> list[float]:
-    return _values(text, positive=True)
-
-
-def _strengths(text: str) -> list[float]:
-    return _values(text, positive=False)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
-    return value
-
-
-def _batch_size(text: str) -> int | None:
-    return None if text.lower() in ("full", "none") else _positive_int(text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``jaxopt-core`` (subcommands ``sweep`` and ``fit``).
-
-    Example:
-        >>> from jaxopt_core.app.cli import build_parser
-        >>> args = build_parser().parse_args(["sweep", "--lr", "1e-3:1e-1:3"])
-        >>> [round(v, 4) for v in args.lr], args.l2, args.steps
-        ([0.001, 0.01, 0.1], [0.0], 300)
-    """
-    fmt = _Formatter
-    parser = _Parser(
-        prog="jaxopt-core",
-        description="Sweep learning rates (and L1/L2 strengths) of jaxopt_core optimizers "
-        "on built-in datasets, in one compiled program. Without a subcommand: sweep.",
-        formatter_class=fmt,
-    )
-    from jaxopt_core import __version__
-
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{sweep,fit}")
-    sweep = sub.add_parser(
-        "sweep", formatter_class=fmt, help="train one member per hyperparameter value",
-        description="Train one model per learning rate (crossed with the --l1/--l2 values) "
-        "in one vmapped program; rank the members on the validation split; write "
-        "sweep.csv (one row per member) and sweep.png (loss curves, final losses).",
-    )
-    fit = sub.add_parser(
-        "fit", formatter_class=fmt, help="train one configuration and report its curve",
-        description="Train one model; print its loss every so often and its final "
-        "train/validation metrics; write fit.csv (the loss curve) and fit.png.",
-    )
-    for p, lr_default, steps_default in ((sweep, "1e-4:1:32", 300), (fit, "0.01", 500)):
-        p.add_argument("--dataset", choices=list(DATASETS), default="digits",
-                       help="; ".join(f"{k}: {v[1]}" for k, v in DATASETS.items()))
-        p.add_argument("--model", choices=["auto", *MODELS], default="auto",
-                       help="auto: logistic for classification, linear for regression; "
-                       "mlp: one hidden tanh layer of 32 units")
-        p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
-                       help="momentum is sgd with momentum=0.9; proximal_gradient applies "
-                       "--l1/--l2 as exact proximal steps instead of loss penalties")
-        # String defaults go through `type` like command-line values, and
-        # --help shows them as typed.
-        p.add_argument("--lr", type=_learning_rates, default=lr_default, metavar="LR",
-                       help="learning rate(s): MIN:MAX:N (N log-spaced values), a comma "
-                       "list or one value")
-        for name, what in (("l1", "L1 strength l1*sum|w|"), ("l2", "L2 strength l2*sum(w^2)/2")):
-            p.add_argument(f"--{name}", type=_strengths, default="0", metavar=name.upper(),
-                           help=f"{what} on the weights (not biases): a value, a comma "
-                           "list or MIN:MAX:N, crossed with the learning rates")
-        p.add_argument("--steps", type=_positive_int, default=steps_default,
-                       help="optimizer steps per run")
-        p.add_argument("--batch-size", type=_batch_size, default=128, metavar="N",
-                       help="minibatch size, or 'full' for full-batch gradient descent")
-        p.add_argument("--seed", type=int, default=0,
-                       help="seed of the initialization and minibatch order (the "
-                       "train/validation split is fixed)")
-        p.add_argument("--out", type=Path, default=None,
-                       help=f"output folder (default: a new {DEFAULT_RUNS}/{p.prog.split()[-1]}"
-                       "-YYYYmmdd-HHMMSS)")
-        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-        p.set_defaults(parser=p)
-    sweep.add_argument("--devices", type=_positive_int, default=None,
-                       help="number of devices to shard the members over (default: all)")
-    sweep.add_argument("--top", type=int, default=10,
-                       help="members shown in the table (0: all; the CSV has every member)")
-    return parser
+from jaxopt_core.app.arguments import DEFAULT_RUNS, build_parser
+from jaxopt_core.app.datasets import CLASSIFICATION
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,95 +153,87 @@ def _output_dir(out: Path | None, command: str, parser: argparse.ArgumentParser)
     return out
 
 
-def _proximal(learning_rate, prox_l1=0.0, prox_l2=0.0):
-    """proximal_gradient with the strengths under names that ``sweep`` passes
-    to the optimizer (its ``l1``/``l2`` grid names are loss penalties)."""
-    from jaxopt_core.core.masks import weights_only_mask
-    from jaxopt_core.regularization.proximal import proximal_gradient
-
-    return proximal_gradient(learning_rate, l1=prox_l1, l2=prox_l2, mask=weights_only_mask)
-
-
 def _optimizer_fn(name: str):
+    """The optimizer function of ``--optimizer``. proximal_gradient takes
+    ``l1``/``l2`` itself, so ``sweep`` routes those grid entries to its exact
+    proximal steps (on the weights, not the biases) instead of the loss."""
     import jaxopt_core as jc
 
     if name == "momentum":
         return functools.partial(jc.sgd, momentum=0.9)
     if name == "proximal_gradient":
-        return _proximal
+        return functools.partial(jc.proximal_gradient, mask=jc.weights_only_mask)
     return getattr(jc, name)
 
 
-def _strength_names(run: _Run) -> dict[str, str]:
-    """Grid name of each strength given on the command line (CSV name -> grid name)."""
-    prefix = "prox_" if run.optimizer == "proximal_gradient" else ""
-    return {n: prefix + n for n in ("l1", "l2") if getattr(run, n) != [0.0]}
+def _given_strengths(run: _Run) -> list[str]:
+    """The strengths given on the command line (``l1``, ``l2``): grid names."""
+    return [n for n in ("l1", "l2") if getattr(run, n) != [0.0]]
 
 
-def _evaluate(model, stacked_params, train, val):
-    """Train loss, validation loss and validation metric of every member:
-    one vmap over the stacked params (which stay sharded over the devices)."""
-    import jax
+def _metric_key(model: Any) -> str:
+    return f"val_{model.metric_name}"
 
-    def one(p):
-        return model.loss(p, train), model.loss(p, val), model.metric(p, val)
 
-    return jax.jit(jax.vmap(one))(stacked_params)
+def _eval_fn(model: Any):
+    """The validation of the command, run by ``fit``/``sweep`` inside the
+    compiled program after the last step: ``eval_data`` is ``(train, val)``."""
+    key = _metric_key(model)
+
+    def evaluate(params, data):
+        train, val = data
+        return {key: model.metric(params, val), "val_loss": model.loss(params, val),
+                "train_loss": model.loss(params, train)}
+
+    return evaluate
 
 
 def _run_sweep(run: _Run) -> None:
     import jax
-    import numpy as np
     from rich.console import Console
 
-    from jaxopt_core.app.report import METRIC_LABELS, plot_sweep, print_sweep_table, rank_members
+    from jaxopt_core.app.report import METRIC_LABELS, print_sweep_table, rank_members
     from jaxopt_core.core.masks import weights_only_mask
     from jaxopt_core.training.grid import grid_product
     from jaxopt_core.training.sweep import sweep
 
     console = Console(soft_wrap=True)  # long paths stay whole, for copying
-    strengths = _strength_names(run)
-    grid = grid_product(learning_rate=run.learning_rates,
-                        **{g: getattr(run, n) for n, g in strengths.items()})
+    strengths = _given_strengths(run)
+    grid = grid_product(learning_rate=run.learning_rates, **{n: getattr(run, n) for n in strengths})
     k = len(grid["learning_rate"])
     devices = run.devices or jax.devices()
     console.print(f"[bold]sweep[/bold] {run.title()}")
     console.print(f"{k} members on {len(devices)} {devices[0].platform} device(s)")
     init_key, data_key = jax.random.split(jax.random.key(run.seed))
+    metric = run.model.metric_name
     start = time.perf_counter()
     result = sweep(
         run.model.loss, run.model.init(init_key), _optimizer_fn(run.optimizer),
         run.dataset.train, grid=grid, steps=run.steps, batch_size=run.batch_size,
         key=data_key, devices=run.devices, progress=run.progress,
-        penalty_mask=weights_only_mask,
+        penalty_mask=weights_only_mask, eval_fn=_eval_fn(run.model),
+        eval_data=(run.dataset.train, run.dataset.val), rank_by=_metric_key(run.model),
+        rank_mode="max",
     )
-    train_loss, val_loss, val_metric = _evaluate(
-        run.model, result.params, run.dataset.train, run.dataset.val)
-    jax.block_until_ready(val_metric)
+    frame = rank_members(result.to_dataframe(), metric)  # accuracy ties: lower val loss
     seconds = time.perf_counter() - start
+    best = None if result.best_index is None else int(frame.index[frame["rank"] == 1][0])
 
-    frame = result.to_dataframe().rename(columns={g: n for n, g in strengths.items()})
-    bad = frame["diverged"].to_numpy(bool)
-    metric = run.model.metric_name
-    for name, values in (("train_loss", train_loss), ("val_loss", val_loss),
-                         (f"val_{metric}", val_metric)):
-        frame[name] = np.where(bad, np.nan, np.asarray(values, dtype=float))
-    rank_members(frame, metric)
     names = ["learning_rate", *strengths]
     csv, png = run.out / "sweep.csv", run.out / "sweep.png"
     frame.to_csv(csv, float_format="%.6g")
-    plot_sweep(np.asarray(result.losses), frame, names, metric, png, title=run.title())
+    result._replace(best_index=best).plot(title=run.title()).savefig(png, dpi=110)
 
     print_sweep_table(frame, names, metric, top=run.top, console=console,
                       title=f"members ranked by {METRIC_LABELS[metric]}")
-    best = frame.sort_values("rank").iloc[0]
-    if bad.all():
+    if best is None:
         console.print("[red]every member diverged[/red]: try smaller learning rates")
     else:
-        setting = ", ".join(f"{n}={best[n]:.4g}" for n in names)
+        row = frame.loc[best]
+        setting = ", ".join(f"{n}={row[n]:.4g}" for n in names)
         console.print(f"best: {setting} -> {METRIC_LABELS[metric]} "
-                      f"{best[f'val_{metric}']:.4f} (member {best.name})")
-    console.print(f"{k} members, {int(bad.sum())} diverged, {seconds:.1f} s "
+                      f"{row[_metric_key(run.model)]:.4f} (member {best})")
+    console.print(f"{k} members, {int(frame['diverged'].sum())} diverged, {seconds:.1f} s "
                   "(compile + train + evaluate)")
     console.print(f"wrote {csv}\n      {png}")
 
@@ -399,7 +252,7 @@ def _run_fit(run: _Run) -> None:
     lr, l1, l2 = run.learning_rates[0], run.l1[0], run.l2[0]
     loss_fn = run.model.loss
     if run.optimizer == "proximal_gradient":
-        optimizer = _proximal(lr, prox_l1=l1, prox_l2=l2)
+        optimizer = _optimizer_fn(run.optimizer)(lr, l1=l1, l2=l2)
     else:
         optimizer = _optimizer_fn(run.optimizer)(learning_rate=lr)
         if l1 or l2:
@@ -409,19 +262,19 @@ def _run_fit(run: _Run) -> None:
     start = time.perf_counter()
     result = fit(loss_fn, run.model.init(init_key), optimizer, run.dataset.train,
                  steps=run.steps, batch_size=run.batch_size, key=data_key,
-                 progress=run.progress)
+                 progress=run.progress, eval_fn=_eval_fn(run.model),
+                 eval_data=(run.dataset.train, run.dataset.val))
     losses = np.asarray(result.losses, dtype=float)
+    final = {n: float(v[-1]) for n, v in result.evals.items()}
     seconds = time.perf_counter() - start
     print_fit_log(losses, console)
     metric = run.model.metric_name
-    train_loss = float(run.model.loss(result.params, run.dataset.train))
-    val_loss = float(run.model.loss(result.params, run.dataset.val))
-    val_metric = float(run.model.metric(result.params, run.dataset.val))
-    if not np.all(np.isfinite(losses)):
-        first = int(np.argmax(~np.isfinite(losses)))
-        console.print(f"[red]diverged[/red] at step {first}: try a smaller --lr")
-    console.print(f"final: train loss {train_loss:.4g}, val loss {val_loss:.4g}, "
-                  f"{METRIC_LABELS[metric]} {val_metric:.4f} ({seconds:.1f} s)")
+    if result.diverged:
+        console.print(f"[red]diverged[/red] at step {int(result.diverged_at)}: "
+                      "try a smaller --lr")
+    console.print(f"final: train loss {final['train_loss']:.4g}, val loss "
+                  f"{final['val_loss']:.4g}, {METRIC_LABELS[metric]} "
+                  f"{final[_metric_key(run.model)]:.4f} ({seconds:.1f} s)")
     if l1:  # the point of an L1 penalty: how many weights it removed
         weights = [np.asarray(w) for w, m in zip(
             jax.tree.leaves(result.params), jax.tree.leaves(weights_only_mask(result.params)),

@@ -1,10 +1,11 @@
 """What the ``jaxopt-core`` command shows and writes: the ranked table of a
-sweep's members (rich), its CSV and its figure (matplotlib), and a single
-run's loss log, CSV and curve.
+sweep's members (rich) and a single run's loss log and curve.
 
-The figures are built with :class:`matplotlib.figure.Figure`, without pyplot,
-so they render with the Agg backend on machines without a display. rich,
-pandas and matplotlib are imported inside the functions.
+A sweep's ranking, CSV columns and figure come from the library itself
+(:meth:`SweepResult.to_dataframe`, :meth:`SweepResult.plot`). The figures are
+built with :class:`matplotlib.figure.Figure`, without pyplot, so they render
+with the Agg backend on machines without a display. rich and matplotlib are
+imported inside the functions.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from jaxopt_core.training.plotting import log_scale_if_positive, running_mean
 
 METRIC_LABELS = {"accuracy": "val accuracy", "r2": "val R²"}
 
@@ -23,19 +26,21 @@ def _fmt(x: Any) -> str:
 
 
 def rank_members(frame: Any, metric: str) -> Any:
-    """Add a ``rank`` column to a sweep's frame: 1 for the best validation
-    ``metric`` (higher is better; ties broken by lower ``val_loss``);
-    diverged members, whose metrics are NaN, come last.
+    """Set the ``rank`` column of a sweep's frame: 1 for the best validation
+    ``metric`` (higher is better), ties broken by the lower ``val_loss``;
+    diverged members, whose metrics are NaN, come last. (The sweep itself
+    ranks by one metric, ties broken by training loss; accuracy on a small
+    validation split ties often, and validation loss is the better judge.)
 
     Example:
         >>> import numpy as np, pandas as pd
         >>> from jaxopt_core.app.report import rank_members
-        >>> f = pd.DataFrame({"val_accuracy": [0.5, np.nan, 0.9], "val_loss": [1.0, 2.0, 0.1]})
+        >>> f = pd.DataFrame({"val_accuracy": [0.9, np.nan, 0.9], "val_loss": [1.0, 2.0, 0.1]})
         >>> rank_members(f, "accuracy")["rank"].tolist()
         [2, 3, 1]
     """
     order = frame.sort_values([f"val_{metric}", "val_loss"], ascending=[False, True],
-                              na_position="last").index
+                              na_position="last", kind="stable").index
     frame["rank"] = 0
     frame.loc[order, "rank"] = np.arange(1, len(frame) + 1)
     return frame
@@ -48,16 +53,17 @@ def print_sweep_table(frame: Any, hparam_names: list[str], metric: str, *, title
 
     ``frame`` has one row per member, indexed by member: the hyperparameter
     columns, ``train_loss``, ``val_loss``, ``val_<metric>``, ``diverged`` and
-    ``rank`` (see :func:`rank_members`).
+    ``rank`` (as :meth:`SweepResult.to_dataframe` gives them when the sweep's
+    ``eval_fn`` returns those metrics; see :func:`rank_members`).
 
     Example:
         >>> import pandas as pd
-        >>> from jaxopt_core.app.report import print_sweep_table, rank_members
+        >>> from jaxopt_core.app.report import print_sweep_table
         >>> f = pd.DataFrame({"learning_rate": [0.1, 1.0], "train_loss": [0.2, 0.1],
         ...                   "val_loss": [0.3, 0.4], "val_r2": [0.8, 0.7],
-        ...                   "diverged": [False, False]})
-        >>> print_sweep_table(rank_members(f, "r2"), ["learning_rate"], "r2",
-        ...                   title="demo", top=1)  # doctest: +ELLIPSIS
+        ...                   "diverged": [False, False], "rank": [1, 2]})
+        >>> print_sweep_table(f, ["learning_rate"], "r2", title="demo", top=1)
+        ... # doctest: +ELLIPSIS
         demo...
     """
     from rich.console import Console
@@ -86,105 +92,6 @@ def print_sweep_table(frame: Any, hparam_names: list[str], metric: str, *, title
         console.print(f"({len(frame) - len(shown)} more members in the CSV)")
 
 
-def plot_sweep(losses: np.ndarray, frame: Any, hparam_names: list[str], metric: str,
-               path: Path, *, title: str) -> None:
-    """Write the sweep's figure to ``path``: loss curves coloured by learning
-    rate; train and validation loss against learning rate; validation metric
-    against learning rate. With ``--l1``/``--l2`` lists there is one line per
-    strength. ``losses`` is the sweep's ``[K, steps]`` array; ``frame`` as in
-    :func:`print_sweep_table`.
-
-    Example:
-        >>> import numpy as np, pandas as pd, tempfile, pathlib
-        >>> from jaxopt_core.app.report import plot_sweep, rank_members
-        >>> f = rank_members(pd.DataFrame({
-        ...     "learning_rate": [0.1, 1.0], "train_loss": [0.2, 0.1], "val_loss": [0.3, 0.4],
-        ...     "val_r2": [0.8, 0.7], "diverged": [False, False]}), "r2")
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "sweep.png"
-        >>> plot_sweep(np.ones((2, 10)), f, ["learning_rate"], "r2", path, title="demo")
-        >>> path.read_bytes()[:4]
-        b'\x89PNG'
-    """
-    from matplotlib import colors
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.collections import LineCollection
-    from matplotlib.figure import Figure
-
-    lr = frame["learning_rate"].to_numpy(float)
-    bad = frame["diverged"].to_numpy(bool)
-    norm = colors.LogNorm(lr.min(), max(lr.max(), lr.min() * 1.01))
-    fig = Figure(figsize=(15, 4.4), layout="constrained")
-    fig.suptitle(title)
-    curves, ends, scores = fig.subplots(1, 3)
-
-    steps, smooth = _running_mean(losses)
-    segments = [np.column_stack([steps, row]) for row in smooth]
-    curves.add_collection(LineCollection(segments, array=lr, cmap="viridis", norm=norm,
-                                         lw=1, alpha=0.8))
-    curves.autoscale()
-    _log_if_positive(curves, smooth)
-    kept = smooth[~bad][np.isfinite(smooth[~bad])]
-    if kept.size:  # diverging curves leave through the top instead of squashing the rest
-        lo, hi = kept.min(), kept.max()
-        log = curves.get_yscale() == "log"
-        pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0  # flat curves get a band too
-        curves.set_ylim(lo / 1.5 if log else lo - pad, hi * 1.5 if log else hi + pad)
-    curves.set(xlabel="step", ylabel="training loss", title="loss curves (running mean)")
-    fig.colorbar(ScalarMappable(norm, "viridis"), ax=curves, label="learning rate")
-
-    others = [n for n in hparam_names if n != "learning_rate"]
-    groups = frame.groupby(others, sort=True) if others else [((), frame)]
-    for i, (key, g) in enumerate(groups):
-        key = key if isinstance(key, tuple) else (key,)
-        label = ", ".join(f"{n}={v:.3g}" for n, v in zip(others, key, strict=True))
-        color = f"C{i % 10}"
-        g = g.sort_values("learning_rate")
-        ends.plot(g["learning_rate"], g["train_loss"], "-", color=color,
-                  label=("train " + label).strip())
-        ends.plot(g["learning_rate"], g["val_loss"], "--", color=color,
-                  label=("val " + label).strip())
-        scores.plot(g["learning_rate"], g[f"val_{metric}"], "o-", ms=3, color=color,
-                    label=label or None)
-    if bad.any():
-        top = np.nanmax(frame[["train_loss", "val_loss"]].to_numpy()) if (~bad).any() else 1.0
-        ends.scatter(lr[bad], np.full(bad.sum(), top), marker="x", color="red",
-                     label="diverged", zorder=3)
-    best = frame.index[frame["rank"] == 1][0]
-    if not frame.loc[best, "diverged"]:
-        scores.scatter(frame.loc[best, "learning_rate"], frame.loc[best, f"val_{metric}"],
-                       marker="*", s=220, color="gold", edgecolor="black", zorder=3,
-                       label="best")
-    for ax in (ends, scores):
-        ax.set_xscale("log")
-        ax.set_xlabel("learning rate")
-        ax.grid(alpha=0.3)
-    if (~bad).any() and np.nanmin(frame.loc[~bad, ["train_loss", "val_loss"]].to_numpy()) > 0:
-        ends.set_yscale("log")
-    ends.set(ylabel="loss at the end", title="final train (—) and validation (--) loss")
-    scores.set(ylabel=METRIC_LABELS[metric], title=f"{METRIC_LABELS[metric]} at the end")
-    ends.legend(fontsize="small")
-    if others or (~bad).any():
-        scores.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
-
-
-def _running_mean(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Minibatch losses averaged over windows of ~2% of the run, so that 30
-    curves stay readable; returns the window ends and the means."""
-    losses = np.atleast_2d(losses)
-    w = max(1, losses.shape[1] // 50)
-    c = np.cumsum(np.pad(losses, ((0, 0), (1, 0))), axis=1)
-    return np.arange(w - 1, losses.shape[1]), (c[:, w:] - c[:, :-w]) / w
-
-
-def _log_if_positive(ax: Any, values: np.ndarray) -> None:
-    # Cross-entropy can round to exactly 0 in float32; a log axis masks those
-    # points instead of giving up on log scale for the whole panel.
-    pos = values[np.isfinite(values) & (values > 0)]
-    if pos.size and pos.max() > 10 * pos.min():
-        ax.set_yscale("log")
-
-
 def plot_fit(losses: np.ndarray, path: Path, *, title: str) -> None:
     """Write a single run's loss curve to ``path``, with its running mean
     (log scale when the losses span more than a factor of 10).
@@ -202,9 +109,9 @@ def plot_fit(losses: np.ndarray, path: Path, *, title: str) -> None:
     fig = Figure(figsize=(7, 4.4), layout="constrained")
     ax = fig.subplots()
     ax.plot(np.arange(len(losses)), losses, lw=0.8, alpha=0.5, label="minibatch loss")
-    steps, smooth = _running_mean(losses)
+    steps, smooth = running_mean(losses)
     ax.plot(steps, smooth[0], lw=1.5, label="running mean")
-    _log_if_positive(ax, losses)
+    log_scale_if_positive(ax, losses)
     ax.set(xlabel="step", ylabel="training loss", title=title)
     ax.legend()
     ax.grid(alpha=0.3)

@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_core.core.base import needs_tree_layout
 from jaxopt_core.training.batching import Batcher, as_key, check_batch_size, check_steps
+from jaxopt_core.training.culprits import naming_errors, naming_optimizer_errors
 from jaxopt_core.training.divergence import first_bad_step, guarded_step
 from jaxopt_core.training.evaluation import (
     check_evaluation,
@@ -38,7 +38,8 @@ from jaxopt_core.training.evaluation import (
     measure,
     record_final,
 )
-from jaxopt_core.training.layout import layout_loss, ravel, unravel_tree, use_flat
+from jaxopt_core.training.layout import layout_loss, ravel, unravel_tree
+from jaxopt_core.training.layout_safety import resolve_layout
 from jaxopt_core.training.progress import ProgressBar, report_every, tick
 from jaxopt_core.training.step import check_callable, check_optimizer
 
@@ -137,9 +138,11 @@ def fit(
             ``PRNGKey``); default ``jax.random.key(0)``. Unused when
             ``batch_size`` is None.
         progress: show a tqdm bar that advances while the program runs.
-        layout: ``"auto"`` (flat unless ``needs_tree_layout(optimizer)``),
-            ``"flat"`` or ``"tree"``; see :mod:`jaxopt_core.training.layout`. Results
-            are in the tree layout either way.
+        layout: ``"auto"`` (flat when every transform of the optimizer is known
+            to be elementwise and leaf-structure free, else the tree), ``"flat"``
+            (an error when that is not known) or ``"tree"``; see
+            :mod:`jaxopt_core.training.layout_safety`. Results are in the tree
+            layout either way.
         eval_fn: ``eval_fn(params, eval_data) -> scalar | {name: scalar}``,
             e.g. the loss or accuracy on held-out data; None: no evaluation.
         eval_data: passed whole to ``eval_fn`` (any pytree of arrays).
@@ -175,7 +178,7 @@ def fit(
     steps = check_steps(steps)
     check_batch_size(batch_size, data)
     key = as_key(key)
-    flat = use_flat(layout, needs_tree_layout(optimizer))
+    flat = resolve_layout(layout, optimizer)
     plan = check_evaluation(eval_fn, eval_data, eval_every, steps, params)
     every = report_every(steps) if progress else 0
     with ProgressBar(progress, total=steps, desc="fit") as bar:
@@ -186,8 +189,11 @@ def fit(
         )
         if progress:
             jax.block_until_ready(out)
+    params, opt_state, losses, diverged, diverged_at, evals = out
+    # jit returns dicts with sorted keys: restore eval_fn's order.
+    evals = {n: evals[n] for n in plan.names} if plan else {}
     taken = eval_steps(steps, plan.every) if plan else np.zeros(0, np.int32)
-    return FitResult(*out, eval_steps=taken)
+    return FitResult(params, opt_state, losses, diverged, diverged_at, evals, taken)
 
 
 @functools.partial(
@@ -197,8 +203,10 @@ def fit(
 def _fit_program(params, data, key, token, eval_data, *, loss_fn, optimizer, steps, batch_size,
                  flat, every, plan):
     p0 = ravel(params) if flat else params
+    # Errors raised while tracing name their culprit (jaxopt_core.training.culprits).
+    optimizer = naming_optimizer_errors("optimizer", optimizer)
     s0 = optimizer.init(p0)
-    loss_of = layout_loss(loss_fn, flat)
+    loss_of = layout_loss(naming_errors("loss_fn", loss_fn), flat)
     batcher = Batcher(data, batch_size)
 
     def metrics_of(p):

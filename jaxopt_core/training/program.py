@@ -3,9 +3,11 @@ r"""The compiled program of a sweep: ``lax.scan`` over steps of ``jax.vmap`` ove
 Everything static about a sweep is a :class:`SweepSpec` (the jit cache key);
 the grid values, params, data and key are arrays, so new values of the same
 shapes reuse the compiled program. Each member carries its params, optimizer
-state and an ``alive`` flag; a step that makes the loss or the params
-non-finite is discarded for that member (``jnp.where`` on the flag) and the
-member stays frozen at its last finite state, its later losses NaN.
+state and an ``alive`` flag; a step that makes the loss, the params or the
+optimizer state non-finite is discarded for that member (see
+:mod:`jaxopt_core.training.divergence`) and the member stays frozen at its
+last finite state, its later losses NaN. With an ``eval_fn`` the carry also
+holds every member's evaluations (see :mod:`jaxopt_core.training.evaluation`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,18 @@ from jax.sharding import NamedSharding
 
 from jaxopt_core.regularization.penalties import regularized
 from jaxopt_core.training.batching import Batcher
+from jaxopt_core.training.culprits import naming_errors, naming_optimizer_errors
+from jaxopt_core.training.divergence import first_bad_step, guarded_step
+from jaxopt_core.training.evaluation import (
+    EvalPlan,
+    init_state,
+    maybe_record,
+    measure,
+    record_final,
+)
 from jaxopt_core.training.grid import FrozenMask, seed_keys
 from jaxopt_core.training.layout import Flat, layout_loss, ravel
 from jaxopt_core.training.progress import tick
-from jaxopt_core.training.step import apply_step
 
 
 class SweepSpec(NamedTuple):
@@ -42,12 +52,17 @@ class SweepSpec(NamedTuple):
     flat: bool
     every: int
     sharding: NamedSharding
+    plan: EvalPlan | None = None
 
 
 def build_member(spec: SweepSpec, hp_m: dict[str, jax.Array]) -> tuple[Any, Callable]:
     """The member's optimizer and loss (the loss in the run's layout)."""
-    opt = spec.optimizer_fn(**{n: hp_m[n] for n in spec.opt_names})
-    loss = spec.loss_fn
+    # Errors raised while tracing name their culprit (jaxopt_core.training.culprits).
+    swept = f" (swept: {', '.join(spec.opt_names)})" if spec.opt_names else ""
+    build = naming_errors("optimizer_fn", spec.optimizer_fn, swept)
+    opt = naming_optimizer_errors("optimizer_fn", build(**{n: hp_m[n] for n in spec.opt_names}),
+                                  swept)
+    loss = naming_errors("loss_fn", spec.loss_fn)
     if spec.penalty:
         mask = spec.penalty_mask
         mask = mask.thaw() if isinstance(mask, FrozenMask) else mask
@@ -76,29 +91,37 @@ def _initial_members(spec: SweepSpec, params: Any, hp: dict, init_keys: jax.Arra
 def _member_step(spec: SweepSpec, p, s, alive, hp_m, batch):
     """One member's step, frozen (old values kept) once it stops being finite."""
     opt, loss_of = build_member(spec, hp_m)
-    new_p, new_s, loss = apply_step(loss_of, opt, p, s, batch)
-    finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(new_p)]
-    ok = alive & jnp.isfinite(loss) & functools.reduce(jnp.logical_and, finite)
+    return guarded_step(loss_of, opt, p, s, alive, batch)
 
-    def keep(new, old):
-        return jnp.where(ok, new, old)
 
-    return (
-        jax.tree.map(keep, new_p, p), jax.tree.map(keep, new_s, s), ok,
-        jnp.where(alive, loss, jnp.nan),
-    )
+def _metrics_of(spec: SweepSpec, eval_data: Any) -> Callable:
+    """Stacked params (run layout) -> ``{name: [K]}``: ``eval_fn`` on every
+    member's params tree, vmapped, with ``eval_data`` shared."""
+
+    def one(p):
+        return measure(spec.plan, p.unravel() if spec.flat else p, eval_data)
+
+    return jax.vmap(one)
+
+
+def _unravel(spec: SweepSpec, p: Any) -> Any:
+    return jax.vmap(Flat.unravel)(p) if spec.flat and p is not None else p
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))
-def sweep_program(params, data, key_data, hp, token, base, *, spec: SweepSpec):
+def sweep_program(params, data, key_data, hp, token, base, eval_data, *, spec: SweepSpec):
     """Train every member of ``hp`` for ``spec.steps`` steps; returns
-    ``(params, losses [K, steps], diverged [K])`` sharded over members."""
+    ``(params, losses [K, steps], diverged [K], diverged_at [K], evals
+    {name: [K, n_evals]}, best_params, best_step [K])`` sharded over members
+    (the last two None unless a metric is tracked)."""
     key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
     batcher = Batcher(data, spec.batch_size)
     init_keys, data_keys = _member_keys(spec, key, hp)
     p0, s0 = _initial_members(spec, params, hp, init_keys)
     k = jax.tree.leaves(hp)[0].shape[0]
-    carry = jax.lax.with_sharding_constraint((p0, s0, jnp.ones([k], bool)), spec.sharding)
+    metrics_of = _metrics_of(spec, eval_data)
+    carry = (p0, s0, jnp.ones([k], bool), jnp.full([k], -1, jnp.int32))
+    carry = jax.lax.with_sharding_constraint(carry, spec.sharding)
     # With a seed axis and minibatches every member draws its own order.
     per_member_order = spec.seeded and spec.batch_size is not None
     perm = batcher.initial_perm()
@@ -108,20 +131,25 @@ def sweep_program(params, data, key_data, hp, token, base, *, spec: SweepSpec):
                     in_axes=(0, 0, 0, 0, 0 if per_member_order else None))
 
     def body(carry, t):
-        p, s, alive, perm = carry
+        p, s, alive, at, perm, ev = carry
         if per_member_order:
             perm = jax.vmap(batcher.refresh, in_axes=(0, 0, None))(perm, data_keys, t)
             batch = jax.vmap(batcher.batch, in_axes=(None, 0, None))(data, perm, t)
         else:
             perm = batcher.refresh(perm, data_keys, t)
             batch = batcher.batch(data, perm, t)
-        p, s, alive, loss = step(p, s, alive, hp, batch)
+        p, s, ok, loss = step(p, s, alive, hp, batch)
+        at = first_bad_step(alive, ok, t, at)
+        ev = maybe_record(spec.plan, ev, t, metrics_of, ok, p)
         if spec.every:
             tick(token, base + t + 1, spec.every)
-        return (p, s, alive, perm), loss
+        return (p, s, ok, at, perm, ev), loss
 
     steps = jnp.arange(spec.steps, dtype=jnp.int32)
-    (p, _, alive, _), losses = jax.lax.scan(body, (*carry, perm), steps)
-    if spec.flat:
-        p = jax.vmap(Flat.unravel)(p)
-    return jax.lax.with_sharding_constraint((p, losses.T, ~alive), spec.sharding)
+    ev0 = init_state(spec.plan, p0, (k,))
+    (p, _, alive, at, _, ev), losses = jax.lax.scan(body, (*carry, perm, ev0), steps)
+    ev = record_final(spec.plan, ev, metrics_of, alive, p)
+    evals = {} if ev is None else {n: v.T for n, v in ev.values.items()}
+    best_params, best_step = (None, None) if ev is None else (ev.best_params, ev.best_step)
+    out = (_unravel(spec, p), losses.T, ~alive, at, evals, _unravel(spec, best_params), best_step)
+    return jax.lax.with_sharding_constraint(out, spec.sharding)
