@@ -7,14 +7,16 @@ arrays, so sweeping new values of the same shapes compiles nothing new.
 
 Members are independent: nothing in the program reduces across the member
 axis, so a member's params and losses do not depend on the hyperparameters
-or the fate of the members beside it. In particular a member that diverges is isolated: once its
-loss or its params stop being finite it is frozen at its last finite params
-and optimizer state (a per-member ``alive`` flag carried in the scan selects
-the old values with ``jnp.where``) and flagged in
-:attr:`SweepResult.diverged`. Its losses: the loss of the step that diverged
-is recorded as computed (``inf``/``nan``, or finite when it was the update
-that overflowed), every later one as NaN. Frozen members still compute (vmap
-cannot skip a lane), their results are discarded.
+or the fate of the members beside it. In particular a member that diverges
+is isolated: once its loss, its params or its optimizer state stop being
+finite it is frozen at its last finite params and optimizer state (a
+per-member ``alive`` flag carried in the scan selects the old values with
+``jnp.where``; see :mod:`jaxopt_core.training.divergence`) and flagged in
+:attr:`SweepResult.diverged`, with the step in :attr:`SweepResult.diverged_at`.
+Its losses: the loss of the step that diverged is recorded as computed
+(``inf``/``nan``, or finite when it was the update that overflowed), every
+later one as NaN; so are its later evaluations. Frozen members still compute
+(vmap cannot skip a lane), their results are discarded.
 
 Across devices the member axis is sharded over a one-axis
 :class:`jax.sharding.Mesh` (``"members"``) with a ``NamedSharding``; K is
