@@ -38,10 +38,13 @@ exported as ``jaxopt_core.ResultFileError``) naming the file and what is
 wrong; see :mod:`jaxopt_core.training.archive`. A file saved twice from
 the same result is the same bytes.
 
-Sharded results are gathered to the host first (every process must call
-``save`` on several hosts, since the gather is collective; process 0
-writes). Loaded jax arrays sit on the default device, unsharded: place them
-with ``jax.device_put`` to shard again.
+Saving runs no collective: the process that calls ``save`` writes the file
+(on several hosts, call it from one process, e.g. ``jax.process_index() ==
+0``). A sweep's stacked params are global arrays there, which no single
+process can read: save ``result.gather_params()`` (gathered on every
+process) instead; ``save`` on the result itself raises a ``ValueError``
+saying so. Loaded jax arrays sit on the default device, unsharded: place
+them with ``jax.device_put`` to shard again.
 """
 
 from __future__ import annotations
@@ -119,8 +122,7 @@ def save_result(result: Any, path: str | os.PathLike, config: dict | None = None
     if path.is_dir():
         raise IsADirectoryError(f"path {str(path)!r} is a folder; give a file name, "
                                 f"e.g. {str(path / 'result.npz')!r}")
-    if jax.process_index() == 0:
-        write_archive(path, enc.arrays, content)
+    write_archive(path, enc.arrays, content)
     return path
 
 

@@ -1,8 +1,25 @@
-"""Placing a sweep's members on devices, and reading results back on the host.
+"""Placing a sweep's members on devices, and bringing results back to the host.
 
 The member axis is sharded over a one-axis :class:`jax.sharding.Mesh` named
-``"members"``; data and shared params are replicated. On several hosts every
-process passes the same host values and keeps the shards its devices hold.
+``"members"``; data and shared params are replicated. On several hosts (under
+``jax.distributed``) every process passes the same host values and keeps the
+shards its devices hold; the arrays that come back are *global*: each process
+holds only its devices' rows.
+
+Reading a global array on the host needs the other processes' rows, i.e. a
+collective that every process must enter, or the callers deadlock. So the
+reading is split in two:
+
+* :func:`to_host` never communicates: it reads arrays this process holds whole
+  and raises a ``ValueError`` naming the remedy for any other;
+* :func:`gather_to_host`, :func:`gather_small_fields`,
+  :func:`gather_param_fields` and :func:`member_to_host` are collective: every
+  process calls them, with the same arguments, at the same point.
+  :func:`~jaxopt_core.sweep` calls :func:`gather_small_fields` and
+  :func:`member_to_host` before it returns (a call every process makes), so
+  everything in a :class:`~jaxopt_core.SweepResult` but the stacked params is
+  plain NumPy data on every process; ``SweepResult.gather_params()`` is the
+  one collective left to the user.
 """
 
 from __future__ import annotations
@@ -13,6 +30,10 @@ from typing import Any
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+# The result fields that hold a params tree per member (K copies of the
+# model): they stay global arrays; every other field is small and is gathered.
+PER_MEMBER_PARAMS = ("params", "best_params_per_member")
 
 
 def member_shardings(devices: Sequence[jax.Device] | None) -> tuple[NamedSharding, NamedSharding]:
@@ -38,10 +59,99 @@ def put_on_mesh(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(one, tree)
 
 
-def to_host(x: jax.Array) -> np.ndarray:
-    """``x`` as a NumPy array, gathering from other hosts when needed."""
-    if getattr(x, "is_fully_addressable", True):
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
+def is_spread(x: Any) -> bool:
+    """Whether ``x`` is a jax array with rows on other processes' devices
+    (reading it whole needs a collective)."""
+    return (isinstance(x, jax.Array) and not x.is_fully_addressable
+            and not x.is_fully_replicated)
 
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+def to_host(x: Any) -> np.ndarray:
+    """``x`` as a NumPy array, without communicating with other processes.
+
+    Raises:
+        ValueError: ``x`` is spread over the devices of several processes
+            (see :func:`gather_to_host`, which every process must call).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_core.training.sharding import to_host
+        >>> to_host(jnp.arange(3)).tolist()
+        [0, 1, 2]
+    """
+    if is_spread(x):
+        raise ValueError(
+            f"this array (shape {x.shape}) is spread over the devices of several processes, "
+            "so reading it is a collective that every process must call: use "
+            "SweepResult.gather_params() for a sweep's params, or "
+            "jaxopt_core.training.sharding.gather_to_host, on every process"
+        )
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))  # replicated: the local copy is all of it
+    return np.asarray(x)
+
+
+def gather_to_host(tree: Any) -> Any:
+    """Every jax array leaf of ``tree`` as a NumPy array holding all of it;
+    other leaves (NumPy arrays, strings, ints) unchanged.
+
+    Collective on several hosts: every process calls it with a tree of the
+    same structure and shardings, and gets the same values. The spread
+    arrays are replicated in one compiled program (one exchange for the
+    whole tree, whatever its size); on one process it only copies to the host.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_core.training.sharding import gather_to_host
+        >>> gather_to_host({"a": jnp.ones(2), "name": "x"})
+        {'a': array([1., 1.], dtype=float32), 'name': 'x'}
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    spread = [i for i, x in enumerate(leaves) if is_spread(x)]
+    if spread:
+        targets = tuple(_replicated(leaves[i]) for i in spread)
+        copies = jax.jit(_identity, out_shardings=targets)(*(leaves[i] for i in spread))
+        for i, x in zip(spread, copies):
+            leaves[i] = x
+    return treedef.unflatten([to_host(x) if isinstance(x, jax.Array) else x for x in leaves])
+
+
+def _identity(*xs):
+    return xs
+
+
+def _replicated(x: jax.Array) -> NamedSharding:
+    """A sharding that puts all of ``x`` on every device ``x`` spans."""
+    devices = sorted(x.sharding.device_set, key=lambda d: (d.process_index, d.id))
+    return NamedSharding(Mesh(np.asarray(devices, dtype=object), ("all",)), PartitionSpec())
+
+
+def gather_small_fields(result: Any) -> Any:
+    """The NamedTuple ``result`` with every field but the per-member params
+    (:data:`PER_MEMBER_PARAMS`) as host NumPy data (collective: see
+    :func:`gather_to_host`)."""
+    small = {n: getattr(result, n) for n in result._fields if n not in PER_MEMBER_PARAMS}
+    return result._replace(**gather_to_host(small))
+
+
+def gather_param_fields(result: Any) -> Any:
+    """The NamedTuple ``result`` with its per-member params fields
+    (:data:`PER_MEMBER_PARAMS`) as host NumPy data (collective: see
+    :func:`gather_to_host`)."""
+    stacked = {n: getattr(result, n) for n in PER_MEMBER_PARAMS if n in result._fields}
+    return result._replace(**gather_to_host(stacked))
+
+
+def member_to_host(tree: Any, index: int | None) -> Any:
+    """Row ``index`` of every leaf of a member-stacked ``tree``, as NumPy
+    arrays on every process (collective: see :func:`gather_to_host`); None
+    when ``index`` is None."""
+    if index is None or tree is None:
+        return None
+    return gather_to_host(_take_row(tree, np.int32(index)))
+
+
+@jax.jit
+def _take_row(tree: Any, index: jax.Array) -> Any:
+    # A traced index: one compiled program whichever member is taken.
+    return jax.tree.map(lambda x: x[index], tree)
