@@ -7,14 +7,16 @@ arrays, so sweeping new values of the same shapes compiles nothing new.
 
 Members are independent: nothing in the program reduces across the member
 axis, so a member's params and losses do not depend on the hyperparameters
-or the fate of the members beside it. In particular a member that diverges is isolated: once its
-loss or its params stop being finite it is frozen at its last finite params
-and optimizer state (a per-member ``alive`` flag carried in the scan selects
-the old values with ``jnp.where``) and flagged in
-:attr:`SweepResult.diverged`. Its losses: the loss of the step that diverged
-is recorded as computed (``inf``/``nan``, or finite when it was the update
-that overflowed), every later one as NaN. Frozen members still compute (vmap
-cannot skip a lane), their results are discarded.
+or the fate of the members beside it. In particular a member that diverges
+is isolated: once its loss, its params or its optimizer state stop being
+finite it is frozen at its last finite params and optimizer state (a
+per-member ``alive`` flag carried in the scan selects the old values with
+``jnp.where``; see :mod:`jaxopt_core.training.divergence`) and flagged in
+:attr:`SweepResult.diverged`, with the step in :attr:`SweepResult.diverged_at`.
+Its losses: the loss of the step that diverged is recorded as computed
+(``inf``/``nan``, or finite when it was the update that overflowed), every
+later one as NaN; so are its later evaluations. Frozen members still compute
+(vmap cannot skip a lane), their results are discarded.
 
 Across devices the member axis is sharded over a one-axis
 :class:`jax.sharding.Mesh` (``"members"``) with a ``NamedSharding``; K is
@@ -78,19 +80,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
-from jaxopt_core.core.base import needs_tree_layout
 from jaxopt_core.training.batching import as_key, check_batch_size, check_steps
+from jaxopt_core.training.evaluation import EvalPlan, check_evaluation, eval_steps
 from jaxopt_core.training.grid import (
-    RESERVED,
     check_chunk_size,
     check_grid,
     freeze_mask,
     is_init_fn,
     probe_optimizer,
+    route_grid,
 )
-from jaxopt_core.training.layout import use_flat
+from jaxopt_core.training.layout_safety import resolve_layout
 from jaxopt_core.training.program import SweepSpec, sweep_program
 from jaxopt_core.training.progress import ProgressBar, report_every
+from jaxopt_core.training.ranking import resolve_rank_by
 from jaxopt_core.training.results import SweepResult
 from jaxopt_core.training.sharding import (
     gather_small_fields,
@@ -116,6 +119,12 @@ def sweep(
     progress: bool = False,
     layout: str = "auto",
     penalty_mask: Any = None,
+    eval_fn: Callable[[Any, Any], Any] | None = None,
+    eval_data: Any = None,
+    eval_every: int | None = None,
+    rank_by: str | None = None,
+    rank_mode: str = "min",
+    keep_best: bool = False,
 ) -> SweepResult:
     r"""Train one member per grid entry, all K in one compiled program.
 
@@ -129,8 +138,13 @@ def sweep(
 
     * any keyword argument of ``optimizer_fn`` that the optimizer treats as
       data (``learning_rate``, ``b1``, ``momentum``, ``weight_decay``, ...);
-    * ``l1`` / ``l2``: the loss becomes ``regularized(loss_fn, l1, l2,
-      mask=penalty_mask)``, i.e. :math:`f(w) + \ell_1\sum|w| + \ell_2\tfrac12\sum w^2`;
+    * ``l1`` / ``l2``: when ``optimizer_fn`` takes a keyword of that name
+      (``functools.partial(jc.proximal_gradient, 0.1)``), the value goes to
+      the optimizer, as any other keyword (a prox: exact zeros, as ``fit``
+      with that optimizer gives). Otherwise the loss becomes
+      ``regularized(loss_fn, l1, l2, mask=penalty_mask)``, i.e.
+      :math:`f(w) + \ell_1\sum|w| + \ell_2\tfrac12\sum w^2` (an
+      ``optimizer_fn`` taking ``**kwargs`` gets them as loss penalties too);
     * ``seed`` (ints): member keys ``init_key, data_key =
       jax.random.split(jax.random.fold_in(key, seed))``; ``params`` may then
       be a function ``init_key -> params`` and ``data_key`` orders the
@@ -138,10 +152,22 @@ def sweep(
       minibatch order (as :func:`fit` does) and a params function gets the
       keys of ``seed=0``.
 
-    Compiles are cached on ``(loss_fn, optimizer_fn, params function)`` (the
-    objects), the grid's names, dtypes and padded chunk length, ``steps``,
-    ``batch_size``, the layout, devices and shapes; new grid values, params
-    or data of the same shapes reuse the program.
+    Validation and ranking: ``eval_fn(params, eval_data)`` (a scalar or
+    ``{name: scalar}``) runs inside the compiled program for every member
+    after every ``eval_every`` steps and after the last step, on the member's
+    params tree (see :mod:`jaxopt_core.training.evaluation`). ``best_index``
+    is the best member by ``rank_by``: a metric of ``eval_fn`` (default: its
+    first) compared after the last step, or ``"loss"`` (the default without
+    ``eval_fn``), the mean training loss over the last tenth of the steps;
+    ``rank_mode="max"`` for metrics where higher is better (accuracy).
+    Diverged members are never the best.
+
+    Compiles are cached on ``(loss_fn, optimizer_fn, params function,
+    eval_fn)`` (the objects), the grid's names, dtypes and padded chunk
+    length, ``steps``, ``batch_size``, ``eval_every``, the layout, devices
+    and shapes; new grid values, params, data or ``eval_data`` of the same
+    shapes reuse the program (``rank_by`` and ``rank_mode`` only matter to the
+    program with ``keep_best``).
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar``.
@@ -163,15 +189,32 @@ def sweep(
         progress: show a tqdm bar over all chunks' steps.
         layout: ``"auto"``, ``"flat"`` or ``"tree"``, as in :func:`fit`.
         penalty_mask: the ``mask`` of the ``l1``/``l2`` penalty (default all leaves).
+        eval_fn: ``eval_fn(params, eval_data) -> scalar | {name: scalar}``;
+            None: no evaluation.
+        eval_data: passed whole to ``eval_fn``, shared by all members.
+        eval_every: evaluate after every ``eval_every`` steps as well as after
+            the last; None: after the last step only.
+        rank_by: a metric name of ``eval_fn`` or ``"loss"``; None: the first
+            metric of ``eval_fn``, else ``"loss"``.
+        rank_mode: ``"min"`` or ``"max"``: which way ``rank_by`` is better.
+        keep_best: also keep each member's params at its best evaluation of
+            ``rank_by`` (which must be a metric of ``eval_fn``):
+            ``best_params_per_member`` and ``best_step``.
 
     Returns:
         A :class:`SweepResult`.
 
     Raises:
         ValueError: unknown grid names (the message lists the valid ones),
-            arrays of different lengths, bad ``steps``/``batch_size``/``chunk_size``.
+            arrays of different lengths, bad ``steps``/``batch_size``/``chunk_size``,
+            a member's value the optimizer rejects (the message names the member).
         TypeError: a grid name the optimizer uses as a Python value (in an
-            ``if``), which cannot be traced; bind it with ``functools.partial``.
+            ``if``), which cannot be traced (the message names ``optimizer_fn``
+            and the grid entry; bind it with ``functools.partial``), or a
+            ``loss_fn`` that uses a traced value as a Python value (the message
+            names ``loss_fn``). Every grid value is traced: the optimizer is
+            built from abstract scalars, once per program, and checked with
+            each member's concrete values beforehand.
 
     Example:
         >>> import jax, jax.numpy as jnp, numpy as np, jaxopt_core as jc
@@ -184,6 +227,13 @@ def sweep(
         ...                grid={"learning_rate": np.logspace(-3, 1, 8)})
         >>> res.losses.shape, res.diverged.tolist()[-1]
         ((8, 50), True)
+        >>> X_val = jax.random.normal(jax.random.key(2), (16, 3))
+        >>> res = jc.sweep(mse, jnp.zeros(3), jc.sgd, (X, y), steps=50,
+        ...                grid={"learning_rate": np.logspace(-3, 1, 8)},
+        ...                eval_fn=mse, eval_data=(X_val, X_val @ jnp.array([1.0, -2.0, 0.5])),
+        ...                eval_every=25)
+        >>> res.evals["eval"].shape, res.eval_steps.tolist(), res.rank_by
+        ((8, 2), [25, 50], 'eval')
     """
     check_callable("loss_fn", loss_fn)
     check_callable("optimizer_fn", optimizer_fn)
@@ -192,20 +242,25 @@ def sweep(
     key = as_key(key)
     hp, k = check_grid(grid, optimizer_fn)
     init_fn = params if is_init_fn(params) else None
-    opt_names = tuple(n for n in hp if n not in RESERVED)
-    probe = probe_optimizer(optimizer_fn, {n: hp[n] for n in opt_names})
+    params_like = jax.eval_shape(init_fn, key) if init_fn else params
+    plan = check_evaluation(eval_fn, eval_data, eval_every, steps, params_like)
+    rank_by = resolve_rank_by(rank_by, rank_mode, plan.names if plan else (), keep_best)
+    if keep_best:
+        plan = plan._replace(track=rank_by, mode=rank_mode)
+    opt_names, penalty = route_grid(hp, optimizer_fn)
+    probe = probe_optimizer(optimizer_fn, {n: hp[n] for n in opt_names}, params_like)
     members, replicated = member_shardings(devices)
     spec = SweepSpec(
         loss_fn=loss_fn, optimizer_fn=optimizer_fn, opt_names=opt_names,
-        penalty=tuple(n for n in ("l1", "l2") if n in hp), penalty_mask=freeze_mask(penalty_mask),
+        penalty=penalty, penalty_mask=freeze_mask(penalty_mask),
         seeded="seed" in hp, key_impl=str(jax.random.key_impl(key)), init_fn=init_fn,
-        steps=steps, batch_size=batch_size, flat=use_flat(layout, needs_tree_layout(probe)),
-        every=report_every(steps) if progress else 0, sharding=members,
+        steps=steps, batch_size=batch_size, flat=resolve_layout(layout, probe),
+        every=report_every(steps) if progress else 0, sharding=members, plan=plan,
     )
     shared = put_on_mesh((None if init_fn else params, data, jax.random.key_data(key)), replicated)
     chunks = _chunks(hp, k, chunk_size, members)
-    out = _run_chunks(spec, shared, chunks, progress)
-    return _collect(out, hp, k)
+    out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress)
+    return _collect(out, hp, k, plan, rank_by, rank_mode)
 
 
 def _chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[dict]:
@@ -221,35 +276,41 @@ def _chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[d
             for c in range(n_chunks)]
 
 
-def _run_chunks(spec: SweepSpec, shared: tuple, chunks: list[dict], progress: bool) -> Any:
+def _run_chunks(spec: SweepSpec, shared: tuple, eval_data: Any, chunks: list[dict],
+                progress: bool) -> Any:
     """Run every chunk through the one compiled program; outputs concatenated."""
     outs = []
     with ProgressBar(progress, total=spec.steps * len(chunks), desc="sweep") as bar:
         for c, hp_c in enumerate(chunks):
             base = np.int32(c * spec.steps)
-            try:
-                outs.append(sweep_program(*shared, hp_c, bar.token_array(), base, spec=spec))
-            except jax.errors.ConcretizationTypeError as err:
-                raise TypeError(
-                    f"optimizer_fn uses a swept hyperparameter ({', '.join(spec.opt_names)}) "
-                    "as a Python value (in an `if`, or a shape); only hyperparameters the "
-                    "optimizer treats as numbers can be swept. Fix other values with "
-                    "functools.partial."
-                ) from err
+            # Errors raised while tracing name their culprit (loss_fn or
+            # optimizer_fn): see jaxopt_core.training.culprits.
+            outs.append(sweep_program(*shared, hp_c, bar.token_array(), base, eval_data,
+                                         spec=spec))
         if progress:
             jax.block_until_ready(outs)
-    return outs[0] if len(outs) == 1 else jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+    if len(outs) == 1:
+        return outs[0]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
 
 
-def _collect(out: Any, hp: dict, k: int) -> SweepResult:
-    """Drop the padding members and rank the rest by final loss."""
+def _collect(out: Any, hp: dict, k: int, plan: EvalPlan | None, rank_by: str,
+             rank_mode: str) -> SweepResult:
+    """Drop the padding members and rank the rest."""
     if jax.tree.leaves(out)[-1].shape[0] != k:
         out = jax.tree.map(lambda x: x[:k], out)
-    new_params, losses, diverged = out
+    new_params, losses, diverged, diverged_at, evals, best_params, best_step = out
+    evals = {n: evals[n] for n in plan.names} if plan else {}  # eval_fn's order, not sorted
+    taken = eval_steps(plan.steps, plan.every) if plan else np.zeros(0, np.int32)
+    result = SweepResult(dict(hp), losses, new_params, diverged, None, diverged_at, evals,
+                         taken, rank_by, rank_mode, best_params, best_step)
     # Collective, in the call every process makes: all but the stacked params
     # become host data on every process (jaxopt_core.training.sharding).
-    result = gather_small_fields(SweepResult(dict(hp), losses, new_params, diverged, None))
-    final, bad = result.losses[:, -1], result.diverged
-    ok = np.flatnonzero(~bad)
-    best = int(ok[np.argmin(final[ok])]) if ok.size else None
+    result = gather_small_fields(result)
+    # Gathering rebuilds dicts with sorted keys: keep the grid's and eval_fn's order.
+    result = result._replace(hparams={n: result.hparams[n] for n in hp},
+                             evals={n: result.evals[n] for n in evals})
+    order = result.member_order()
+    usable = ~result.diverged[order[0]] & np.isfinite(result.rank_values()[order[0]])
+    best = int(order[0]) if usable else None
     return result._replace(best_index=best, best_member_params=member_to_host(new_params, best))

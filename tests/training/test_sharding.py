@@ -57,7 +57,10 @@ SCRIPT = textwrap.dedent(
         lrs[1] = 80.0  # one member diverges
         grid = {"learning_rate": lrs, "momentum": np.linspace(0.0, 0.5, k)}
         def run(**kw):
-            return jc.sweep(mse, params, jc.sgd, (X, Y), grid=grid, steps=40, batch_size=8, **kw)
+            # Validation every 10 steps, and the params of each member's best one.
+            return jc.sweep(mse, params, jc.sgd, (X, Y), grid=grid, steps=40, batch_size=8,
+                            eval_fn=mse, eval_data=(X[:8], Y[:8]), eval_every=10,
+                            keep_best=True, **kw)
         one = run(devices=jax.devices()[:1])
         runs = {"four": run(), "two": run(devices=jax.devices()[2:]), "chunked": run(chunk_size=3)}
         entry = {"diverged": one.diverged.tolist()}
@@ -75,6 +78,13 @@ SCRIPT = textwrap.dedent(
                 "params_equal": bool(np.allclose(one.params["w"], r.params["w"], rtol=1e-5)),
                 "diverged": r.diverged.tolist(),
                 "best": r.best_index == one.best_index,
+                "evals_equal": bool(np.allclose(one.evals["eval"], r.evals["eval"], rtol=1e-5,
+                                                equal_nan=True)),
+                "evals_shape": list(np.shape(r.evals["eval"])),
+                "kept_equal": bool(np.allclose(one.best_params_per_member["w"],
+                                               r.best_params_per_member["w"], rtol=1e-5))
+                and np.asarray(one.best_step).tolist() == np.asarray(r.best_step).tolist()
+                and np.asarray(one.diverged_at).tolist() == np.asarray(r.diverged_at).tolist(),
             }
         report[k] = entry
     print("REPORT" + json.dumps(report))
@@ -102,6 +112,7 @@ def test_sharded_sweep_equals_one_device(report, k, run):
     assert r["losses_equal"] and r["params_equal"]
     assert r["diverged"] == entry["diverged"] and entry["diverged"][1]
     assert r["best"] and r["host_data"]
+    assert r["evals_equal"] and r["evals_shape"] == [int(k), 4] and r["kept_equal"]
 
 
 def test_members_stay_sharded_when_k_divides(report):
@@ -111,7 +122,6 @@ def test_members_stay_sharded_when_k_divides(report):
     # K = 6 on 4 devices is padded to 8 for the run; the 6 results cannot be
     # split evenly, so they come back replicated over the same devices.
     assert report["6"]["four"]["params_devices"] == 4
-
 
 
 def test_sweep_results_are_host_data_but_the_stacked_params():

@@ -65,7 +65,10 @@ def test_divergence_is_isolated_bit_for_bit():
     first_nan = int(np.argmax(np.isnan(dead)))
     assert first_nan > 0 and np.all(np.isnan(dead[first_nan:]))
     assert np.all(np.isfinite(np.asarray(res.params["w"][2])))  # frozen at its last finite state
-    assert res.best_index == int(np.argmin(np.where(res.diverged, np.inf, res.losses[:, -1])))
+    assert res.diverged_at.tolist() == [-1, -1, first_nan - 1, -1]  # its loss is kept as computed
+    # Ranked by the mean training loss of the last tenth of the steps (20 here).
+    tail = np.mean(np.asarray(res.losses)[:, -20:], axis=1)
+    assert res.best_index == int(np.argmin(np.where(res.diverged, np.inf, tail)))
     # Same program, member 2 replaced by a tame one: the others do not move by a bit.
     tame_lrs = np.where(lrs > 1, 0.05, lrs)
     tame = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid={"learning_rate": tame_lrs}, steps=200)
@@ -164,9 +167,14 @@ def test_result_helpers():
     )
     chex.assert_trees_all_equal(res.best_params(), member(res, 2))
     frame = res.to_dataframe()
-    assert list(frame.columns) == ["learning_rate", "final_loss", "diverged"]
+    assert list(frame.columns) == ["learning_rate", "final_loss", "diverged", "diverged_at",
+                                   "loss", "rank"]
     assert frame["diverged"].tolist() == [False, False, False, True]
     assert np.isnan(frame["final_loss"][3])
+    assert frame["diverged_at"][3] >= 0 and frame["diverged_at"][:3].tolist() == [-1, -1, -1]
+    np.testing.assert_allclose(frame["loss"][:3], np.mean(np.asarray(res.losses)[:3, -10:], 1),
+                               rtol=1e-6)
+    assert frame["rank"].tolist() == [3, 2, 1, 4]  # the diverged member last
     fig = res.plot()
     assert len(fig.axes) == 3  # curves, final losses, colour bar
     assert fig.axes[1].get_xscale() == "log"
