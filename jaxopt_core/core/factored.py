@@ -56,7 +56,9 @@ def _init_leaf(p, factored, min_size):
     dims = factored_dims(p.shape, factored, min_size)
     small = jnp.zeros((1,), p.dtype)
     if dims is None:
-        return small, small, jnp.zeros_like(p)
+        # Two placeholders, not one array twice: a state whose leaves share a
+        # buffer cannot be donated (make_train_step).
+        return small, jnp.zeros((1,), p.dtype), jnp.zeros_like(p)
     d1, d0 = dims
     row = jnp.zeros(np.delete(p.shape, d0), p.dtype)
     col = jnp.zeros(np.delete(p.shape, d1), p.dtype)
@@ -135,8 +137,11 @@ def scale_by_factored_rms(
             dims = factored_dims(p.shape, factored, min_dim_size_to_factor)
             small = jnp.zeros((1,), p.dtype)
             if dims is None:
-                v = (decay * v.astype(ct) + (1.0 - decay) * g2).astype(v.dtype)
-                return (g.astype(ct) * v.astype(ct) ** -0.5).astype(g.dtype), small, small, v
+                # The update uses v before it is rounded to the stored dtype:
+                # in float16, epsilon = 1e-30 rounds to 0 and 0 * 0**-0.5 is NaN.
+                v_new = decay * v.astype(ct) + (1.0 - decay) * g2
+                u = (g.astype(ct) * v_new**-0.5).astype(g.dtype)
+                return u, small, small, v_new.astype(v.dtype)
             row, col, factor = _factored_step(g2, v_row.astype(ct), v_col.astype(ct), decay, *dims)
             u = (g.astype(ct) * factor).astype(g.dtype)
             return u, row.astype(v_row.dtype), col.astype(v_col.dtype), small

@@ -2,19 +2,31 @@
 
 A grid is ``{name: [K] array}``; member ``i`` trains with entry ``i`` of every
 array. Names are keyword arguments of the optimizer function, or the reserved
-``l1``/``l2`` (loss penalties) and ``seed`` (per-member keys).
+``l1``/``l2`` (loss penalties, unless the optimizer function takes them: see
+:func:`route_grid`) and ``seed`` (per-member keys).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxopt_core.training.culprits import (
+    PYTHON_VALUE,
+    add_note,
+    attributed,
+    culprit_of,
+    schedule_hint,
+)
+
 RESERVED = ("l1", "l2", "seed")
+PENALTIES = ("l1", "l2")
 
 
 def grid_product(**axes: Sequence[Any]) -> dict[str, np.ndarray]:
@@ -86,22 +98,137 @@ def valid_names(optimizer_fn: Callable) -> set[str] | None:
     return {n for n, p in sig.parameters.items() if p.kind in kinds}
 
 
-def probe_optimizer(optimizer_fn: Callable, hp: dict[str, np.ndarray]) -> Any:
-    """Build the optimizer once with concrete values: validates every member's
-    hyperparameters (the constructors' checks accept arrays) and tells whether
-    it needs the tree layout. Falls back to member 0 for constructors that
-    only take scalars."""
+def route_grid(hp: dict[str, Any], optimizer_fn: Callable) -> tuple[tuple, tuple]:
+    """Where each grid name goes: ``(names passed to optimizer_fn, loss
+    penalty names)``.
+
+    ``l1``/``l2`` go to ``optimizer_fn`` when it takes a keyword of that name
+    (``proximal_gradient``: exact zeros from its prox), else they are loss
+    penalties; ``seed`` always picks the member keys; every other name goes
+    to ``optimizer_fn``.
+
+    Example:
+        >>> import functools, jaxopt_core as jc
+        >>> from jaxopt_core.training.grid import route_grid
+        >>> route_grid({"l1": [0.1], "learning_rate": [0.1]}, jc.sgd)
+        (('learning_rate',), ('l1',))
+        >>> route_grid({"l1": [0.1]}, functools.partial(jc.proximal_gradient, 0.1))
+        (('l1',), ())
+    """
+    takes = valid_names(optimizer_fn) or set()
+    to_optimizer = tuple(n for n in hp if n not in RESERVED or (n in PENALTIES and n in takes))
+    penalty = tuple(n for n in PENALTIES if n in hp and n not in to_optimizer)
+    return to_optimizer, penalty
+
+
+def probe_optimizer(optimizer_fn: Callable, hp: dict[str, np.ndarray], params: Any) -> Any:
+    """Check the optimizer a sweep builds, and return one built from traced values.
+
+    Two checks, before anything is compiled:
+
+    1. ``optimizer_fn(**member)`` with each distinct member's concrete values
+       (Python numbers), so the constructors' range checks run per member;
+       an error names the member and its values.
+    2. ``optimizer_fn`` built from abstract scalars (``jax.eval_shape``), with
+       its ``init`` and ``update`` on ``params``: this is how the compiled
+       program uses it. A swept value used as a Python value raises a
+       ``TypeError`` that names ``optimizer_fn`` and the grid entries at
+       fault (and the jaxopt_core schedule to use when an optax schedule
+       branched on it).
+
+    Args:
+        optimizer_fn: builds the optimizer from keyword hyperparameters.
+        hp: ``{name: [K] array}``, the grid entries that go to ``optimizer_fn``.
+        params: the params (arrays or ``jax.ShapeDtypeStruct``), tree layout.
+
+    Returns:
+        The optimizer built from traced scalars (for its structure only,
+        e.g. to choose the layout; its hyperparameters are placeholders).
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np, jaxopt_core as jc
+        >>> from jaxopt_core.training.grid import probe_optimizer
+        >>> def opt_fn(peak, warmup_steps):
+        ...     return jc.adam(jc.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, 50))
+        >>> hp = {"peak": np.array([0.1, 0.2], np.float32), "warmup_steps": np.array([5, 60])}
+        >>> probe_optimizer(opt_fn, hp, jnp.zeros(3))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: optimizer_fn rejected grid member 1 {...'warmup_steps': 60}: decay_steps - ...
+    """
+    check_members(optimizer_fn, hp)
+    built: list = []
+    structs = {n: jax.ShapeDtypeStruct((), v.dtype) for n, v in hp.items()}
     try:
-        return optimizer_fn(**hp)
-    except TypeError:
-        pass
-    try:
-        return optimizer_fn(**{n: v[0].item() for n, v in hp.items()})
-    except TypeError as err:
+        jax.eval_shape(functools.partial(_build_and_step, optimizer_fn, built), structs, params)
+    except jax.errors.ConcretizationTypeError as err:
+        culprits = [n for n in hp if _fails_alone(optimizer_fn, hp, n, params)] or list(hp)
+        entries = ", ".join(repr(n) for n in culprits)
         raise TypeError(
-            f"optimizer_fn(**hyperparameters) failed with the grid's names {sorted(hp)}: {err}. "
-            "Bind the arguments that are not swept with functools.partial."
+            f"optimizer_fn uses the swept value of grid entry {entries} {PYTHON_VALUE}, "
+            f"so it cannot be traced and swept{schedule_hint(err)}. Sweep a "
+            "hyperparameter the optimizer treats as a number, or fix this one with "
+            f"functools.partial.\nJAX's message: {err}"
         ) from err
+    except Exception as err:
+        if culprit_of(err) is None:
+            add_note(attributed(err, "optimizer_fn"),
+                     f"(raised while building optimizer_fn(**{sorted(hp)}) from traced "
+                     "values, or in its init/update)")
+        raise
+    return built[0]
+
+
+def check_members(optimizer_fn: Callable, hp: dict[str, np.ndarray]) -> None:
+    """Call ``optimizer_fn`` once per distinct member with concrete values
+    (its construction checks); errors name the member."""
+    k = len(next(iter(hp.values()))) if hp else 1
+    seen = set()
+    for i in range(k):
+        member = {n: v[i].item() for n, v in hp.items()}
+        if tuple(member.values()) in seen:
+            continue
+        seen.add(tuple(member.values()))
+        try:
+            optimizer_fn(**member)
+        except TypeError as err:
+            if i == 0:
+                raise TypeError(
+                    f"optimizer_fn(**hyperparameters) failed with the grid's names "
+                    f"{sorted(hp)}: {err}. Bind the arguments that are not swept with "
+                    "functools.partial."
+                ) from err
+            raise TypeError(f"optimizer_fn rejected grid member {i} {member}: {err}") from err
+        except ValueError as err:
+            raise ValueError(f"optimizer_fn rejected grid member {i} {member}: {err}") from err
+
+
+def _build_and_step(optimizer_fn: Callable, built: list, hp_m: dict, params: Any) -> Any:
+    """Build the optimizer from ``hp_m`` and run its init and one update."""
+    opt = optimizer_fn(**hp_m)
+    built.append(opt)
+    if not (callable(getattr(opt, "init", None)) and callable(getattr(opt, "update", None))):
+        raise TypeError(
+            f"optimizer_fn must return an optimizer (with init and update); got {opt!r}"
+        )
+    state = opt.init(params)
+    return opt.update(jax.tree.map(jnp.zeros_like, params), state, params)
+
+
+def _fails_alone(optimizer_fn: Callable, hp: dict, name: str, params: Any) -> bool:
+    """Whether tracing ``name`` alone (the others concrete, member 0) fails."""
+    fixed = {n: v[0].item() for n, v in hp.items() if n != name}
+
+    def with_one(value, p):
+        return _build_and_step(lambda **kw: optimizer_fn(**kw, **fixed), [], {name: value}, p)
+
+    try:
+        jax.eval_shape(with_one, jax.ShapeDtypeStruct((), hp[name].dtype), params)
+    except jax.errors.ConcretizationTypeError:
+        return True
+    except Exception:  # another failure: not evidence either way
+        return False
+    return False
 
 
 def seed_keys(key: jax.Array, seed: Any) -> tuple[jax.Array, jax.Array]:

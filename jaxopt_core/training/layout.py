@@ -28,8 +28,7 @@ loss(f.unravel()))`` returns flat buffers without a per-leaf gather.
 
 Only elementwise optimizers may run on the flat layout. An update that depends
 on which entries form a leaf (a mask, a per-leaf norm) must see the tree: see
-:func:`jaxopt_core.core.base.needs_tree_layout` and ``layout="tree"`` in
-:func:`~jaxopt_core.fit` and :func:`~jaxopt_core.training.sweep`.
+:mod:`jaxopt_core.training.layout_safety`, which decides the layout of a run.
 """
 
 from __future__ import annotations
@@ -189,23 +188,6 @@ def unravel_tree(tree: Any, *, batched: bool = False) -> Any:
         return jax.vmap(Flat.unravel)(x) if batched else x.unravel()
 
     return jax.tree.map(one, tree, is_leaf=_is_flat)
-
-
-
-LAYOUTS = ("auto", "flat", "tree")
-
-
-def use_flat(layout: str, tree_dependent: bool) -> bool:
-    """Resolve ``layout`` to "run on the flat layout?"."""
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}; got layout={layout!r}")
-    if layout == "flat" and tree_dependent:
-        raise ValueError(
-            "layout='flat' was asked for, but this optimizer depends on the leaf "
-            "structure of the params (a mask or per-leaf statistic); use layout='auto' "
-            "or layout='tree'"
-        )
-    return layout == "flat" or (layout == "auto" and not tree_dependent)
 
 
 def layout_loss(loss_fn: Any, flat: bool) -> Any:
