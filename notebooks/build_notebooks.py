@@ -345,7 +345,8 @@ SWEEP = [
 
     The member axis is sharded over the devices (`devices=`, default all): each
     device trains its share of the members with its own copy of the data. The
-    results stay on the devices, sharded the same way. Members are independent:
+    stacked params stay on the devices, sharded the same way; the losses and
+    evaluations come back as NumPy arrays on the host. Members are independent:
     nothing is reduced across them, so the numbers depend on the device count
     only through float rounding (XLA compiles 16 members per device differently
     from 64 on one).
@@ -354,17 +355,18 @@ SWEEP = [
     print(jax.devices())
     res4 = jc.sweep(model.loss, params, jc.sgd, ds.train, grid={"learning_rate": lrs},
                     steps=200, batch_size=128, devices=jax.devices())
-    print(res4.losses.sharding)
-    for shard in res4.losses.addressable_shards:
+    biases = res4.params["b"]  # [64 members, 10 classes]
+    print(biases.sharding)
+    for shard in biases.addressable_shards:
         print(shard.device, "members", shard.index[0], "shape", shard.data.shape)
-    jax.debug.visualize_array_sharding(res4.losses)
+    jax.debug.visualize_array_sharding(biases)
     '''),
     code('''
     res1 = jc.sweep(model.loss, params, jc.sgd, ds.train, grid={"learning_rate": lrs},
                     steps=200, batch_size=128, devices=jax.devices()[:1])
     one, many = np.asarray(res1.losses), np.asarray(res4.losses)
     rel = np.abs(one - many) / np.abs(one)
-    print("one device:", res1.losses.sharding.device_set)
+    print("one device:", res1.params["b"].sharding.device_set)
     print(f"relative difference, 1 vs {len(jax.devices())} devices: first step "
           f"{rel[:, 0].max():.1e}, all steps {np.nanmax(rel):.1e} (rounding grows in "
           "the noisiest members)")
