@@ -79,6 +79,8 @@ def eval_steps(steps: int, every: int | None) -> np.ndarray:
         >>> from jaxopt_core.training.evaluation import eval_steps
         >>> eval_steps(10, 3).tolist(), eval_steps(10, 5).tolist(), eval_steps(10, None).tolist()
         ([3, 6, 9, 10], [5, 10], [10])
+        >>> eval_steps(10, 20).tolist()
+        [10]
     """
     inside = list(range(every, steps, every)) if every else []
     return np.asarray([*inside, steps], dtype=np.int32)
