@@ -45,9 +45,12 @@ WORKER = textwrap.dedent(
     lrs = np.logspace(-3, -1, 8)
     lrs[1] = 80.0  # diverges
     runs = {
-        # K = 8 divides 4 devices: the stacked params stay sharded, spread over both processes
+        # K = 8 divides 4 devices: the stacked params stay sharded, spread over
+        # both processes; validated every 10 steps, each member's best params kept
         "full8": lambda: jc.sweep(mse, zeros, jc.sgd, (X, Y), steps=30,
-                                  grid={"learning_rate": lrs, "momentum": np.linspace(0, 0.5, 8)}),
+                                  grid={"learning_rate": lrs, "momentum": np.linspace(0, 0.5, 8)},
+                                  eval_fn=mse, eval_data=(X[:8], Y[:8]), eval_every=10,
+                                  keep_best=True),
         # K = 6 does not: padded to 8 for the run, results replicated
         "mini6": lambda: jc.sweep(mse, init, jc.adam, (X, Y), steps=30, batch_size=8,
                                   grid={"learning_rate": np.geomspace(0.003, 0.3, 6),
@@ -69,6 +72,8 @@ WORKER = textwrap.dedent(
         for leaf in ("w", "b"):
             arrays[f"{name}/params/{leaf}"] = full.params[leaf]
             arrays[f"{name}/best/{leaf}"] = res.best_params()[leaf]
+            if res.best_params_per_member is not None:
+                arrays[f"{name}/kept/{leaf}"] = full.best_params_per_member[leaf]
         report[name] = {
             "best_index": res.best_index,
             "host_data": not any(isinstance(x, jax.Array) for x in jax.tree.leaves(small)),
@@ -134,7 +139,8 @@ def test_every_process_gets_the_one_process_results_bit_for_bit(runs, tag):
     ref_arrays, ref_report = runs["ref"]
     assert report["local_devices"] == 2 and ref_report["local_devices"] == 4
     assert arrays.keys() == ref_arrays.keys()
-    assert {"full8/losses", "full8/diverged", "full8/params/w", "full8/best/w"} <= arrays.keys()
+    assert {"full8/losses", "full8/diverged", "full8/params/w", "full8/best/w", "full8/kept/w",
+            "full8/evals/eval", "full8/best_step"} <= arrays.keys()
     for key, ref in ref_arrays.items():
         np.testing.assert_array_equal(arrays[key], ref, err_msg=key)
     for name in NAMES:
