@@ -19,8 +19,8 @@ from jaxopt_core.core.base import (
     mark_tree_dependent,
 )
 from jaxopt_core.core.checks import check_nonneg, check_number
-from jaxopt_core.core.norms import global_norm, sq_norm
-from jaxopt_core.core.numerics import to_working
+from jaxopt_core.core.norms import global_norm
+from jaxopt_core.core.numerics import abs_sq, to_working
 
 
 def _empty_init(params):
@@ -111,7 +111,7 @@ def clip_by_block_rms(threshold: ArrayLike) -> Optimizer:
 
         def leaf(u):
             w = to_working(u)
-            rms = jnp.sqrt(sq_norm(w) / max(w.size, 1))
+            rms = jnp.sqrt(jnp.mean(abs_sq(w)))
             return (w / jnp.maximum(1.0, rms / threshold)).astype(u.dtype)
 
         return jax.tree.map(leaf, updates), state

@@ -67,6 +67,14 @@ def check_transform(name: str, value: Any) -> Any:
     return value
 
 
+def is_mask_fn(mask: Any) -> bool:
+    """Whether ``mask`` is a function of the params rather than a tree of
+    bools: a callable whose pytree leaves are all callables (a callable
+    pytree of bools, such as an equinox module holding bools, is a tree)."""
+    flags = jax.tree.leaves(jax.tree.map(callable, mask))
+    return bool(flags) and all(flags)
+
+
 def _hide(tree: Any, mask_tree: Any) -> Any:
     """``tree`` with the subtrees the mask marks False replaced by MaskedNode."""
     return jax.tree.map(lambda keep, sub: sub if keep else MaskedNode(), mask_tree, tree)
@@ -132,10 +140,19 @@ def masked(
     check_transform("inner", inner)
 
     def mask_for(tree):
-        return mask(tree) if callable(mask) else mask
+        return mask(tree) if is_mask_fn(mask) else mask
 
     def init(params):
-        return MaskedState(inner_state=inner.init(_hide(params, mask_for(params))))
+        if jax.tree.leaves(params):
+            return MaskedState(inner_state=inner.init(_hide(params, mask_for(params))))
+        # A tree without arrays has nothing to mask; it may not even have the
+        # mask's structure (optax.tree.map_params initialises with a
+        # placeholder node).
+        try:
+            hidden = _hide(params, mask_for(params))
+        except Exception:  # noqa: BLE001 - any failure of a mask on a placeholder
+            hidden = params
+        return MaskedState(inner_state=inner.init(hidden))
 
     def update(updates, state, params=None, **extra_args):
         if params is not None:
@@ -206,7 +223,7 @@ def multi_transform(
         raise TypeError(f"transforms must be a mapping label -> transform; got {transforms!r}")
     for label, t in transforms.items():
         check_transform(f"transforms[{label!r}]", t)
-    if not callable(param_labels):
+    if not is_mask_fn(param_labels):
         _check_labels(param_labels, transforms)
 
     def parts(labels):
@@ -221,7 +238,7 @@ def multi_transform(
         }
 
     def labels_for(tree):
-        return param_labels(tree) if callable(param_labels) else param_labels
+        return param_labels(tree) if is_mask_fn(param_labels) else param_labels
 
     def init(params):
         states = {g: t.init(params) for g, t in parts(labels_for(params)).items()}

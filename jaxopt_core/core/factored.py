@@ -141,7 +141,7 @@ def scale_by_factored_rms(
                 # in float16, epsilon = 1e-30 rounds to 0 and 0 * 0**-0.5 is NaN.
                 v_new = decay * v.astype(ct) + (1.0 - decay) * g2
                 u = (g.astype(ct) * v_new**-0.5).astype(g.dtype)
-                return u, small, small, v_new.astype(v.dtype)
+                return u, small, jnp.zeros((1,), p.dtype), v_new.astype(v.dtype)
             row, col, factor = _factored_step(g2, v_row.astype(ct), v_col.astype(ct), decay, *dims)
             u = (g.astype(ct) * factor).astype(g.dtype)
             return u, row.astype(v_row.dtype), col.astype(v_col.dtype), small

@@ -74,8 +74,8 @@ def safe_rms(x: jax.Array, min_rms: ArrayLike) -> jax.Array:
         2.5
     """
     x = jnp.asarray(x)
-    size = max(x.size, 1)
-    rms = jnp.sqrt(sq_norm(x) / size)
+    x = x.astype(working_dtype(x.dtype))
+    rms = jnp.sqrt(jnp.mean(abs_sq(x)))
     floored = rms <= min_rms
     stand_in = jnp.where(floored, jnp.ones_like(x), x)
-    return jnp.where(floored, min_rms, jnp.sqrt(sq_norm(stand_in) / size)).astype(rms.dtype)
+    return jnp.where(floored, min_rms, jnp.sqrt(jnp.mean(abs_sq(stand_in)))).astype(rms.dtype)
