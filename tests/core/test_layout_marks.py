@@ -123,6 +123,7 @@ def test_wrappers_of_undeclared_transforms_stay_unmarked(name):
     assert not is_elementwise(opt) and not needs_tree_layout(opt), name
 
 
+@pytest.mark.slow
 def test_elementwise_marks_hold_on_a_flat_packing():
     params = tree_params()
     flat, unravel = ravel_pytree(params)
@@ -134,6 +135,7 @@ def test_elementwise_marks_hold_on_a_flat_packing():
                 np.testing.assert_allclose(x, y, rtol=2e-6, atol=1e-7, err_msg=name)
 
 
+@pytest.mark.slow
 def test_tree_dependent_marks_are_needed():
     # Run flat, each of these computes one statistic for all leaves: the
     # updates change, which is what the mark protects against.

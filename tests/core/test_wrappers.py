@@ -61,9 +61,10 @@ def test_multisteps_with_skip_function_and_schedule_like_optax():
     )
     ref = optax.MultiSteps(optax.adam(0.1), every_k, should_skip_update_fn=optax.skip_not_finite)
     s1, s2 = ours.init(PARAMS), ref.init(PARAMS)
+    step1, step2 = jax.jit(ours.update), jax.jit(ref.update)
     for t, g in enumerate(grads):
-        u1, s1 = ours.update(g, s1, PARAMS)
-        u2, s2 = ref.update(g, s2, PARAMS)
+        u1, s1 = step1(g, s1, PARAMS)
+        u2, s2 = step2(g, s2, PARAMS)
         chex.assert_trees_all_close(u1, u2, rtol=1e-6, custom_message=f"step {t}")
         chex.assert_trees_all_close(s1, s2, rtol=1e-6, custom_message=f"step {t}")
         assert bool(ours.has_updated(s1)) == bool(ref.has_updated(s2))
