@@ -316,6 +316,9 @@ def scale_by_lion(
     b1: ArrayLike = 0.9,
     b2: ArrayLike = 0.99,
     mu_dtype: Any = None,
+    *,
+    mode: str = "hard",
+    smooth_beta: ArrayLike = 1.0,
 ) -> Optimizer:
     r"""Lion (Chen et al., 2023): the sign of an interpolation of the gradient
     and the momentum,
@@ -324,6 +327,9 @@ def scale_by_lion(
         u_t = \mathrm{sign}\big((1-\beta_1) g_t + \beta_1 m_{t-1}\big), \qquad
         m_t = \beta_2 m_{t-1} + (1-\beta_2) g_t.
 
+    ``mode`` (static) replaces the sign of :math:`x`: ``"smooth"`` by
+    :math:`\tanh(\beta_s x)` (:math:`\beta_s` = ``smooth_beta``),
+    ``"refined"`` by :math:`x` where :math:`|x| < 1` and its sign elsewhere.
     State: ``ScaleByLionState(count, mu)``; ``mu_dtype`` sets the dtype of :math:`m`.
 
     Example:
@@ -335,7 +341,17 @@ def scale_by_lion(
     check_number("b1", b1, high=1.0, high_open=False)
     check_number("b2", b2, high=1.0, high_open=False)
     b1, b2 = at_least_float32(b1), at_least_float32(b2)
+    check_number("smooth_beta", smooth_beta, low=None)
+    if mode not in ("hard", "smooth", "refined"):
+        raise ValueError(f"mode must be 'hard', 'smooth' or 'refined'; got mode={mode!r}")
     mu_dtype = None if mu_dtype is None else jnp.dtype(mu_dtype)
+
+    def direction(x):
+        if mode == "smooth":
+            return jnp.tanh(smooth_beta * x)
+        if mode == "refined":
+            return jnp.where(jnp.abs(x) < 1.0, x, jnp.sign(x))
+        return jnp.sign(x)
 
     def init(params):
         return ScaleByLionState(count=zero_count(), mu=zeros_tree(params, mu_dtype))
@@ -348,7 +364,7 @@ def scale_by_lion(
             # Each term in its own working precision (a float32 ``mu`` with
             # float64 gradients is scaled in float32, as in the reference).
             g, m = to_working(g), to_working(m)
-            return jnp.sign((1.0 - b1) * g + b1 * m), (1 - b2) * g + b2 * m
+            return direction((1.0 - b1) * g + b1 * m), (1 - b2) * g + b2 * m
 
         updates, mu = unzip_leaves(jax.tree.map(leaf, grads, state.mu), grads, 2)
         return cast_like(updates, grads), ScaleByLionState(

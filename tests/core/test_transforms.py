@@ -102,3 +102,31 @@ def test_low_precision_params_keep_dtypes_and_stay_finite(transform_case):
         for leaf in jax.tree.leaves(params):
             assert leaf.dtype == dtype
             assert bool(jnp.all(jnp.isfinite(leaf))), (case_id, dtype)
+
+
+NEW_NAMES = [
+    "adabelief", "adafactor", "adamax", "amsgrad", "lamb", "lars", "lion", "nadam", "nadamw",
+    "radam", "apply_if_finite", "clip", "clip_by_block_rms", "clip_by_global_norm", "ema",
+    "freeze", "incremental_update", "inject_hyperparams", "masked", "multi_transform",
+    "periodic_update", "set_to_zero", "scale_by_adamax", "scale_by_amsgrad", "scale_by_belief",
+    "scale_by_factored_rms", "scale_by_lion", "scale_by_param_block_norm",
+    "scale_by_param_block_rms", "scale_by_radam", "scale_by_trust_ratio",
+    "cosine_onecycle_schedule", "join_schedules", "polynomial_schedule", "sgdr_schedule",
+    "warmup_exponential_decay_schedule", "MultiSteps",
+]
+
+
+def test_signatures_match_optax():
+    # Same argument names, order, kinds and (non-callable) defaults.
+    import inspect
+
+    for name in NEW_NAMES:
+        ours, ref = getattr(jc, name), getattr(optax, name)
+        if inspect.isclass(ours):
+            ours, ref = ours.__init__, ref.__init__
+        a = list(inspect.signature(ours).parameters.values())
+        b = list(inspect.signature(ref).parameters.values())
+        assert [(p.name, p.kind) for p in a] == [(p.name, p.kind) for p in b], name
+        for p, q in zip(a, b):
+            if not callable(q.default):
+                assert p.default == q.default, (name, p.name, p.default, q.default)

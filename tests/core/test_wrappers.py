@@ -188,6 +188,15 @@ def test_mu_dtype_sets_and_keeps_the_first_moment_dtype(name):
     assert {x.dtype for x in jax.tree.leaves(state[0].mu)} == {jnp.dtype(jnp.bfloat16)}
 
 
+@pytest.mark.parametrize("mode", ["smooth", "refined"])
+def test_lion_modes_match_optax(mode):
+    run_both(
+        jc.scale_by_lion(mode=mode, smooth_beta=2.0),
+        optax.scale_by_lion(mode=mode, smooth_beta=2.0),
+        grad_sequence(3),
+    )
+
+
 @pytest.mark.parametrize(
     "build,match",
     [
@@ -196,6 +205,7 @@ def test_mu_dtype_sets_and_keeps_the_first_moment_dtype(name):
         (lambda: jc.clip_by_block_rms(0.0), "threshold"),
         (lambda: jc.ema(1.5), "decay"),
         (lambda: jc.lion(0.1, b1=2.0), "b1"),
+        (lambda: jc.scale_by_lion(mode="soft"), "mode"),
         (lambda: jc.radam(0.1, b2=1.0), "b2"),
         (lambda: jc.amsgrad(0.1, eps=-1.0), "eps"),
         (lambda: jc.adabelief(-0.1), "learning_rate"),
