@@ -1,9 +1,7 @@
 """The optax protocol in its corners, each checked against optax itself: complex
 parameters, extra keyword arguments of ``update``, low-precision hyperparameters,
-saturating counts of every dtype, ``None`` leaves, real annotations, and optax's
-own state classes."""
-
-import inspect
+saturating counts of every dtype, ``None`` leaves and optax's own state classes.
+(Signatures and annotations: tests/core/test_optax_suite.py.)"""
 
 import chex
 import jax
@@ -156,19 +154,6 @@ def test_negative_weight_decay_as_in_optax():
     _run_both(
         jc.add_decayed_weights(-0.3), optax.add_decayed_weights(-0.3), params, [params] * 2
     )
-
-
-LR_NAMES = sorted({n for n, _ in OPTIMIZER_TABLE} | {"scale_by_learning_rate"})
-
-
-@pytest.mark.parametrize("name", LR_NAMES)
-def test_learning_rate_annotation_is_optax_s_real_object(name):
-    # optax's tests (and tools such as inject_hyperparams users) inspect it.
-    annotation = inspect.signature(getattr(jc, name)).parameters["learning_rate"].annotation
-    assert annotation is optax.ScalarOrSchedule
-    assert annotation == inspect.signature(getattr(optax, name)).parameters[
-        "learning_rate"
-    ].annotation or name == "scale_by_learning_rate"
 
 
 def test_state_classes_are_optax_s_where_they_are_the_same_thing():
