@@ -122,7 +122,11 @@ class ScaleByRmsState(NamedTuple):
     """State of :func:`scale_by_rms` and :func:`scale_by_stddev`.
 
     ``mu`` is the running mean of gradients (``None`` unless centered);
-    ``count`` the step count (``None`` unless ``bias_correction``)."""
+    ``count`` the step count (``None`` unless ``bias_correction``). optax
+    spreads these over four classes (``ScaleByRmsState(nu)``,
+    ``ScaleByRmsWithCountState``, ``ScaleByRStdDevState``,
+    ``ScaleByRStdDevWithCountState``), so this one stays jaxopt_core's: same
+    numbers, another pytree type."""
 
     count: jax.Array
     mu: Any
@@ -275,7 +279,8 @@ TraceState = optax.TraceState
 
 def trace(decay: ArrayLike, nesterov: bool = False, accumulator_dtype: Any = None) -> Optimizer:
     r"""Heavy-ball momentum: :math:`b_t = g_t + \mu b_{t-1}`, :math:`u_t = b_t`,
-    or :math:`u_t = g_t + \mu b_t` with ``nesterov=True``.
+    or :math:`u_t = g_t + \mu b_t` with ``nesterov=True``; :math:`\mu` = ``decay``
+    in [0, 1] (1 included, as in optax: an undamped sum).
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_core as jc

@@ -101,7 +101,10 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *, flip_sign: bool =
 
 
 class AddDecayedWeightsState(NamedTuple):
-    """State of :func:`add_decayed_weights`: the step count (for schedules)."""
+    """State of :func:`add_decayed_weights` with a scheduled decay: the step
+    count (a constant decay keeps :class:`~jaxopt_core.EmptyState`). optax's
+    ``AddDecayedWeightsState`` is an alias of its ``EmptyState`` and its
+    scheduled state a private class, so this one stays jaxopt_core's."""
 
     count: jax.Array
 
