@@ -9,7 +9,6 @@ numeric argument may be traced, so a ``jax.vmap`` over the learning rate
 compiles once.
 """
 
-from __future__ import annotations
 
 from typing import Any
 

@@ -7,7 +7,6 @@ Argument names, order and defaults are optax's, and so are the chains they
 build (cross-checked step by step in the tests).
 """
 
-from __future__ import annotations
 
 from typing import Any
 

@@ -55,6 +55,21 @@ KNOWN_ARTIFACTS = {
     for module in ("_src/combine_test.py", "transforms/_combining_test.py")
     for test in ("test_extra_args", "test_extra_args_chaining")
 }
+# These fail with optax's own objects too under this jax version (checked by
+# running them without the plugin): not jaxopt_core incompatibilities.
+OPTAX_FAILS_ITSELF = "fails with optax's own objects under jax 0.10 as well"
+KNOWN_ARTIFACTS.update({
+    "optax/transforms/_clipping_test.py::ClippingTest::test_clip_by_block_rms":
+        OPTAX_FAILS_ITSELF,
+    "optax/transforms/_freezing_test.py::FreezeTest::test_bad_structure_raises":
+        OPTAX_FAILS_ITSELF,
+    "optax/transforms/_freezing_test.py::SelectiveTransformTest::test_selective_bad_structure":
+        OPTAX_FAILS_ITSELF,
+    # jc.lion checks `mode` when it is built (errors at construction, where the
+    # value is concrete); optax raises at the first update.
+    "optax/_src/transform_test.py::TransformTest::test_lion_invalid_mode_raises":
+        "jaxopt_core rejects a bad mode at construction, optax at the first update",
+})
 
 # Skips that are not failures: optax skips these tests with its own objects
 # too (substrings of the skip message). "doesn't accept a learning schedule" is

@@ -32,8 +32,13 @@ def draw(axis, method="random", seed=0, k=K):
 # ranges -----------------------------------------------------------------------------------
 
 
+# XLA:CPU flushes subnormal floats to zero, so a subnormal `low` is not kept.
+NORMAL_FLOATS = st.floats(-1e6, 1e6).filter(
+    lambda v: v == 0 or abs(v) >= np.finfo(np.float32).tiny)
+
+
 @settings(max_examples=25, deadline=None)
-@given(low=st.floats(-1e6, 1e6), width=st.floats(1e-3, 1e6), method=METHODS, seed=SEEDS)
+@given(low=NORMAL_FLOATS, width=st.floats(1e-3, 1e6), method=METHODS, seed=SEEDS)
 def test_uniform_stays_in_range(low, width, method, seed):
     lo, hi = np.float32(low), np.float32(low + width)
     assume(lo < hi)
@@ -64,9 +69,15 @@ def test_integers_stay_in_range(low, n, method, seed):
     x = draw(axis, method, seed)
     assert x.dtype == np.int32
     assert np.all((x >= low) & (x < high)), (x, low, high)
-    # the ends of the unit interval map exactly to the ends of the range
+    # the ends of the unit interval map exactly to the ends of the range; from_unit
+    # has float32 resolution, so past 2**24 values the top end is on a lattice
+    # (documented in Integers.from_unit)
     ends = np.asarray(axis.from_unit(jnp.array([0.0, 1.0])))
-    assert ends.tolist() == [low, high - 1]
+    assert ends[0] == low
+    if high - low <= 2**24:
+        assert ends[1] == high - 1
+    else:
+        assert high - 1 - 2 ** (np.log2(high - low) - 23) <= ends[1] <= high - 1
     assert axis.bounds == (low, high - 1)
 
 
