@@ -133,22 +133,8 @@ def linear_schedule(
         >>> float(jc.linear_schedule(0.0, 1.0, transition_steps=4)(1))
         0.25
     """
-    check_number("init_value", init_value, low=None)
-    check_number("end_value", end_value, low=None)
-    check_number("transition_steps", transition_steps, low=None)
-    check_number("transition_begin", transition_begin, low=None)
-    traced = isinstance(transition_steps, jax.core.Tracer)
-    if not traced and transition_steps <= 0:
-        return lambda count: init_value
-    transition_begin = _at_least_zero(transition_begin)
-
-    def schedule(count):
-        c = jnp.clip(count - transition_begin, 0, transition_steps)
-        v = (init_value - end_value) * (1 - c / transition_steps) + end_value
-        # A traced non-positive transition_steps: constant, as a concrete one.
-        return jnp.where(transition_steps <= 0, init_value, v) if traced else v
-
-    return schedule
+    # The polynomial schedule of power 1 (a Python int: x ** 1 is exact), as in optax.
+    return polynomial_schedule(init_value, end_value, 1, transition_steps, transition_begin)
 
 
 def warmup_cosine_decay_schedule(
