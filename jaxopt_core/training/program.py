@@ -108,48 +108,127 @@ def _unravel(spec: SweepSpec, p: Any) -> Any:
     return jax.vmap(Flat.unravel)(p) if spec.flat and p is not None else p
 
 
+class SweepState(NamedTuple):
+    """The carry of a sweep between steps and between segments.
+
+    ``params`` and ``opt_state`` are stacked over the K members in the run's
+    layout; ``alive`` and ``diverged_at`` are ``[K]``; ``perm`` is the current
+    epoch's minibatch order (``[n]``, or ``[K, n]`` with a seed axis and
+    minibatches); ``ev`` the evaluation state (None without ``eval_fn``).
+    """
+
+    params: Any
+    opt_state: Any
+    alive: jax.Array
+    diverged_at: jax.Array
+    perm: jax.Array
+    ev: Any
+
+
+def _per_member_order(spec: SweepSpec) -> bool:
+    # With a seed axis and minibatches every member draws its own order.
+    return spec.seeded and spec.batch_size is not None
+
+
+def _start(spec: SweepSpec, params, data, key, hp) -> SweepState:
+    init_keys, _ = _member_keys(spec, key, hp)
+    p0, s0 = _initial_members(spec, params, hp, init_keys)
+    k = jax.tree.leaves(hp)[0].shape[0]
+    members = (p0, s0, jnp.ones([k], bool), jnp.full([k], -1, jnp.int32))
+    members = jax.lax.with_sharding_constraint(members, spec.sharding)
+    perm = Batcher(data, spec.batch_size).initial_perm()
+    if _per_member_order(spec):
+        perm = jnp.broadcast_to(perm, (k, *perm.shape))
+    return SweepState(*members, perm, init_state(spec.plan, p0, (k,)))
+
+
+def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, base,
+         eval_data) -> tuple[SweepState, jax.Array]:
+    """Steps ``ts`` (global step indices) of every member; losses ``[len(ts), K]``.
+    ``batches``: None to draw from ``data``, else stacked batches ``[len(ts), ...]``
+    shared by all members."""
+    batcher = Batcher(data, spec.batch_size)
+    _, data_keys = _member_keys(spec, key, hp)
+    metrics_of = _metrics_of(spec, eval_data)
+    per_member = _per_member_order(spec) and batches is None
+    step = jax.vmap(functools.partial(_member_step, spec),
+                    in_axes=(0, 0, 0, 0, 0 if per_member else None))
+
+    def body(st: SweepState, xs):
+        t, batch = (xs, None) if batches is None else xs
+        perm = st.perm
+        if batch is None and per_member:
+            perm = jax.vmap(batcher.refresh, in_axes=(0, 0, None))(perm, data_keys, t)
+            batch = jax.vmap(batcher.batch, in_axes=(None, 0, None))(data, perm, t)
+        elif batch is None:
+            perm = batcher.refresh(perm, data_keys, t)
+            batch = batcher.batch(data, perm, t)
+        p, s, ok, loss = step(st.params, st.opt_state, st.alive, hp, batch)
+        at = first_bad_step(st.alive, ok, t, st.diverged_at)
+        ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
+        if spec.every:
+            tick(token, base + t + 1, spec.every)
+        return SweepState(p, s, ok, at, perm, ev), loss
+
+    return jax.lax.scan(body, state, ts if batches is None else (ts, batches))
+
+
+def _finish(spec: SweepSpec, state: SweepState, eval_data) -> tuple:
+    """``(params, diverged, diverged_at, evals, best_params, best_step)``, params
+    in the tree layout, evals ``{name: [K, n_evals]}``."""
+    p, alive = state.params, state.alive
+    ev = record_final(spec.plan, state.ev, _metrics_of(spec, eval_data), alive, p)
+    evals = {} if ev is None else {n: v.T for n, v in ev.values.items()}
+    best_params, best_step = (None, None) if ev is None else (ev.best_params, ev.best_step)
+    out = (_unravel(spec, p), ~alive, state.diverged_at, evals, _unravel(spec, best_params),
+           best_step)
+    return jax.lax.with_sharding_constraint(out, spec.sharding)
+
+
+def _key(spec: SweepSpec, key_data: jax.Array) -> jax.Array:
+    return jax.random.wrap_key_data(key_data, impl=spec.key_impl)
+
+
 @functools.partial(jax.jit, static_argnames=("spec",))
 def sweep_program(params, data, key_data, hp, token, base, eval_data, *, spec: SweepSpec):
     """Train every member of ``hp`` for ``spec.steps`` steps; returns
     ``(params, losses [K, steps], diverged [K], diverged_at [K], evals
     {name: [K, n_evals]}, best_params, best_step [K])`` sharded over members
     (the last two None unless a metric is tracked)."""
-    key = jax.random.wrap_key_data(key_data, impl=spec.key_impl)
-    batcher = Batcher(data, spec.batch_size)
-    init_keys, data_keys = _member_keys(spec, key, hp)
-    p0, s0 = _initial_members(spec, params, hp, init_keys)
-    k = jax.tree.leaves(hp)[0].shape[0]
-    metrics_of = _metrics_of(spec, eval_data)
-    carry = (p0, s0, jnp.ones([k], bool), jnp.full([k], -1, jnp.int32))
-    carry = jax.lax.with_sharding_constraint(carry, spec.sharding)
-    # With a seed axis and minibatches every member draws its own order.
-    per_member_order = spec.seeded and spec.batch_size is not None
-    perm = batcher.initial_perm()
-    if per_member_order:
-        perm = jnp.broadcast_to(perm, (k, *perm.shape))
-    step = jax.vmap(functools.partial(_member_step, spec),
-                    in_axes=(0, 0, 0, 0, 0 if per_member_order else None))
+    key = _key(spec, key_data)
+    state = _start(spec, params, data, key, hp)
+    ts = jnp.arange(spec.steps, dtype=jnp.int32)
+    state, losses = _run(spec, state, data, key, hp, ts, None, token, base, eval_data)
+    p, diverged, at, evals, best_params, best_step = _finish(spec, state, eval_data)
+    losses = jax.lax.with_sharding_constraint(losses.T, spec.sharding)
+    return p, losses, diverged, at, evals, best_params, best_step
 
-    def body(carry, t):
-        p, s, alive, at, perm, ev = carry
-        if per_member_order:
-            perm = jax.vmap(batcher.refresh, in_axes=(0, 0, None))(perm, data_keys, t)
-            batch = jax.vmap(batcher.batch, in_axes=(None, 0, None))(data, perm, t)
-        else:
-            perm = batcher.refresh(perm, data_keys, t)
-            batch = batcher.batch(data, perm, t)
-        p, s, ok, loss = step(p, s, alive, hp, batch)
-        at = first_bad_step(alive, ok, t, at)
-        ev = maybe_record(spec.plan, ev, t, metrics_of, ok, p)
-        if spec.every:
-            tick(token, base + t + 1, spec.every)
-        return (p, s, ok, at, perm, ev), loss
 
-    steps = jnp.arange(spec.steps, dtype=jnp.int32)
-    ev0 = init_state(spec.plan, p0, (k,))
-    (p, _, alive, at, _, ev), losses = jax.lax.scan(body, (*carry, perm, ev0), steps)
-    ev = record_final(spec.plan, ev, metrics_of, alive, p)
-    evals = {} if ev is None else {n: v.T for n, v in ev.values.items()}
-    best_params, best_step = (None, None) if ev is None else (ev.best_params, ev.best_step)
-    out = (_unravel(spec, p), losses.T, ~alive, at, evals, _unravel(spec, best_params), best_step)
-    return jax.lax.with_sharding_constraint(out, spec.sharding)
+@functools.partial(jax.jit, static_argnames=("spec",))
+def sweep_start(params, data, key_data, hp, *, spec: SweepSpec) -> SweepState:
+    """The state of every member before its first step (a segmented run's start)."""
+    return _start(spec, params, data, _key(spec, key_data), hp)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "length"), donate_argnums=(0,))
+def sweep_segment(state, data, key_data, hp, t0, token, base, eval_data, batches, *,
+                  spec: SweepSpec, length: int) -> tuple[SweepState, jax.Array]:
+    """Steps ``t0 .. t0 + length - 1`` of every member: ``(state, losses [K, length])``.
+
+    ``t0`` is data (one compile per ``length``); ``state`` is donated. Chained
+    from :func:`sweep_start` and closed by :func:`sweep_finish` the segments
+    compute what :func:`sweep_program` computes in one program.
+    ``batches``: None to draw from ``data`` as :func:`sweep_program` does, or
+    a pytree of ``length`` stacked batches shared by every member.
+    """
+    key = _key(spec, key_data)
+    ts = t0 + jnp.arange(length, dtype=jnp.int32)
+    state, losses = _run(spec, state, data, key, hp, ts, batches, token, base, eval_data)
+    return state, jax.lax.with_sharding_constraint(losses.T, spec.sharding)
+
+
+@functools.partial(jax.jit, static_argnames=("spec",))
+def sweep_finish(state, eval_data, *, spec: SweepSpec) -> tuple:
+    """The last evaluation and the outputs of :func:`sweep_program` but the
+    losses: ``(params, diverged, diverged_at, evals, best_params, best_step)``."""
+    return _finish(spec, state, eval_data)

@@ -91,10 +91,18 @@ from jaxopt_core.training.grid import (
     route_grid,
 )
 from jaxopt_core.training.layout_safety import resolve_layout
-from jaxopt_core.training.program import SweepSpec, sweep_program
+from jaxopt_core.training.program import (
+    SweepSpec,
+    SweepState,
+    sweep_finish,
+    sweep_program,
+    sweep_segment,
+    sweep_start,
+)
 from jaxopt_core.training.progress import ProgressBar, report_every
 from jaxopt_core.training.ranking import resolve_rank_by
 from jaxopt_core.training.results import SweepResult
+from jaxopt_core.training.segments import check_segment_steps, run_segments, segment_plan
 from jaxopt_core.training.sharding import (
     gather_small_fields,
     member_shardings,
@@ -125,6 +133,7 @@ def sweep(
     rank_by: str | None = None,
     rank_mode: str = "min",
     keep_best: bool = False,
+    segment_steps: int | None = None,
 ) -> SweepResult:
     r"""Train one member per grid entry, all K in one compiled program.
 
@@ -200,6 +209,10 @@ def sweep(
         keep_best: also keep each member's params at its best evaluation of
             ``rank_by`` (which must be a metric of ``eval_fn``):
             ``best_params_per_member`` and ``best_step``.
+        segment_steps: None: the whole run is one compiled program. An int:
+            the run is a chain of compiled segments of this many steps (see
+            :mod:`jaxopt_core.training.segments`), with the same results;
+            the host holds the state between segments.
 
     Returns:
         A :class:`SweepResult`.
@@ -259,7 +272,10 @@ def sweep(
     )
     shared = put_on_mesh((None if init_fn else params, data, jax.random.key_data(key)), replicated)
     chunks = _chunks(hp, k, chunk_size, members)
-    out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress)
+    if segment_steps is not None:
+        segment_steps = check_segment_steps("segment_steps", segment_steps)
+    out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress,
+                      segment_steps)
     return _collect(out, hp, k, plan, rank_by, rank_mode)
 
 
@@ -277,21 +293,48 @@ def _chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[d
 
 
 def _run_chunks(spec: SweepSpec, shared: tuple, eval_data: Any, chunks: list[dict],
-                progress: bool) -> Any:
-    """Run every chunk through the one compiled program; outputs concatenated."""
+                progress: bool, segment_steps: int | None = None) -> Any:
+    """Run every chunk through the one compiled program (or its segments);
+    outputs concatenated."""
     outs = []
     with ProgressBar(progress, total=spec.steps * len(chunks), desc="sweep") as bar:
         for c, hp_c in enumerate(chunks):
             base = np.int32(c * spec.steps)
             # Errors raised while tracing name their culprit (loss_fn or
             # optimizer_fn): see jaxopt_core.training.culprits.
-            outs.append(sweep_program(*shared, hp_c, bar.token_array(), base, eval_data,
-                                         spec=spec))
+            if segment_steps is None:
+                outs.append(sweep_program(*shared, hp_c, bar.token_array(), base, eval_data,
+                                          spec=spec))
+            else:
+                outs.append(run_chunk_segmented(spec, shared, eval_data, hp_c, bar.token_array(),
+                                                base, segment_plan(spec.steps, segment_steps)))
         if progress:
             jax.block_until_ready(outs)
     if len(outs) == 1:
         return outs[0]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+
+
+def run_chunk_segmented(spec: SweepSpec, shared: tuple, eval_data: Any, hp: dict, token: Any,
+                        base: Any, plan: list[tuple[int, int]], state: SweepState | None = None,
+                        losses: Any = None, after: Any = None, batches: Any = None) -> tuple:
+    """One chunk as a chain of segments (see :mod:`jaxopt_core.training.segments`):
+    the outputs of :func:`sweep_program`, computed segment by segment from
+    ``state`` (default: the start) with ``losses`` of the steps before it.
+    ``batches(t0, n)`` gives a segment's stacked batches (None: draw from the data);
+    ``after(state, t_done, losses)`` runs between segments."""
+    params, data, key_data = shared
+    if state is None:
+        state = sweep_start(params, data, key_data, hp, spec=spec)
+
+    def run_one(st, t0, n):
+        feed = None if batches is None else batches(t0, n)
+        return sweep_segment(st, data, key_data, hp, np.int32(t0), token, base, eval_data, feed,
+                             spec=spec, length=n)
+
+    state, losses = run_segments(state, plan, run_one, after, losses)
+    p, diverged, at, evals, best_params, best_step = sweep_finish(state, eval_data, spec=spec)
+    return p, losses, diverged, at, evals, best_params, best_step
 
 
 def _collect(out: Any, hp: dict, k: int, plan: EvalPlan | None, rank_by: str,
