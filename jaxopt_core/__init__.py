@@ -118,8 +118,10 @@ from jaxopt_core.regularization.proximal import (
     proximal_step,
 )
 from jaxopt_core.training.archive import ResultFileError
+from jaxopt_core.training.fingerprint import CheckpointMismatchError
 from jaxopt_core.training.fit import FitResult, fit
 from jaxopt_core.training.grid import grid_product, seed_keys
+from jaxopt_core.training.interruption import Interrupted
 from jaxopt_core.training.results import SweepResult
 from jaxopt_core.training.search.axes import Axis, choice, integers, log_uniform, uniform
 from jaxopt_core.training.search.sampling import SampledGrid, sample
@@ -247,6 +249,9 @@ __all__ = [
     "ResultMetadata",
     "load_metadata",
     "load_result",
+    # checkpoints
+    "CheckpointMismatchError",
+    "Interrupted",
     # search
     "Axis",
     "SampledGrid",
