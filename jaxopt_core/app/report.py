@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxopt_core.training.plotting import log_scale_if_positive, running_mean
+from jaxopt_core.training.plot_panels import log_scale_if_positive, running_mean
 
 METRIC_LABELS = {"accuracy": "val accuracy", "r2": "val R²"}
 

@@ -2,150 +2,146 @@
 (so they render with any backend, Agg included); matplotlib is imported lazily.
 
 :func:`sweep_figure` is :meth:`SweepResult.plot` (and the ``jaxopt-core``
-command's ``sweep.png``): the loss curves, the training loss at the end
-against the swept hyperparameter and, when the sweep was evaluated, the
-ranking metric against it, with the best member and the diverged ones marked.
+command's ``sweep.png``). :func:`plot_choices` checks and resolves its
+arguments (which hyperparameter on x, which colours the lines, which metric,
+which axes are logarithmic); the panels themselves are drawn by
+:mod:`jaxopt_core.training.plot_panels`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxopt_core.training.plot_panels import (
+    draw_heatmap,
+    draw_lines_against,
+    draw_loss_curves,
+    draw_metric_curves,
+    running_mean,
+    wants_log,
+)
+from jaxopt_core.training.ranking import TRAINING_LOSS
 from jaxopt_core.training.sharding import to_host
 
 
-def running_mean(losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Losses averaged over windows of ~2% of the run (so that minibatch
-    noise does not hide the trend of 30 curves); returns the window ends and
-    the means, one row per curve.
+class PlotChoices(NamedTuple):
+    """The resolved arguments of :meth:`SweepResult.plot`.
+
+    Attributes:
+        x: the hyperparameter on the x axis of the final-metric panel.
+        x_values: ``[K]`` its values, as floats.
+        x_log: whether that axis (and the colours of the curves) is logarithmic.
+        hue: the hyperparameter that colours the lines, or None.
+        metric: ``"loss"`` (the mean training loss of the last tenth of the
+            steps) or a name in ``evals``.
+        final: ``[K]`` the metric after the last step.
+        log_y: whether the metric's axes are logarithmic.
+        heatmap: ``(x, other)`` when the final metric is drawn as a heatmap.
+        diverged: ``[K]`` bool.
+        best_index: the best member by ``rank_by``, or None.
+    """
+
+    x: str
+    x_values: np.ndarray
+    x_log: bool
+    hue: str | None
+    metric: str
+    final: np.ndarray
+    log_y: bool
+    heatmap: tuple[str, str] | None
+    diverged: np.ndarray
+    best_index: int | None
+
+
+def plot_choices(result: Any, x: str | None = None, hue: str | None = None,
+                 metric: str | None = None, log_y: bool | None = None) -> PlotChoices:
+    """Check the arguments of :meth:`SweepResult.plot` against ``result`` and
+    resolve the defaults; errors name the argument, its value and the choices.
 
     Example:
-        >>> import numpy as np
-        >>> from jaxopt_core.training.plotting import running_mean
-        >>> steps, means = running_mean(np.arange(100.0))
-        >>> steps[:2].tolist(), means[0, :2].tolist()
-        ([1, 2], [0.5, 1.5])
+        >>> import jax.numpy as jnp, jaxopt_core as jc
+        >>> from jaxopt_core.training.plotting import plot_choices
+        >>> res = jc.sweep(lambda w, d: jnp.sum((w - d) ** 2), jnp.zeros(2), jc.sgd, jnp.ones(2),
+        ...                grid=jc.grid_product(learning_rate=[0.1, 0.2], momentum=[0.0, 0.5]),
+        ...                steps=5)
+        >>> c = plot_choices(res)
+        >>> c.x, c.metric, c.heatmap, c.x_log
+        ('learning_rate', 'loss', ('learning_rate', 'momentum'), True)
     """
-    losses = np.atleast_2d(losses)
-    w = max(1, losses.shape[1] // 50)
-    c = np.cumsum(np.pad(losses, ((0, 0), (1, 0))), axis=1)
-    return np.arange(w - 1, losses.shape[1]), (c[:, w:] - c[:, :-w]) / w
+    names = list(result.hparams)
+    for arg, value in (("x", x), ("hue", hue)):
+        if value is not None and value not in names:
+            raise ValueError(f"{arg}={value!r} is not a hyperparameter of this sweep; "
+                             f"choose from {names}")
+    if hue is not None and hue == x:
+        raise ValueError(f"hue={hue!r} is also x; colour by another hyperparameter or None")
+    metrics = [*result.evals] + ([] if TRAINING_LOSS in result.evals else [TRAINING_LOSS])
+    metric = result.rank_by if metric is None else metric
+    if metric not in metrics:
+        raise ValueError(f"metric={metric!r} is not a metric of this sweep; choose from {metrics}")
+    heatmap = None
+    if x is None and hue is None and len(names) == 2 and _is_product(result.hparams):
+        x = _default_x(names)
+        heatmap = (x, next(n for n in names if n != x))
+    x = _default_x(names) if x is None else x
+    values = np.asarray(result.hparams[x], dtype=float)
+    final = (to_host(result.evals[metric][:, -1]) if metric in result.evals
+             else result.tail_losses())
+    return PlotChoices(
+        x=x, x_values=values, x_log=_x_log(x, values), hue=hue, metric=metric,
+        final=np.asarray(final, dtype=float),
+        log_y=wants_log(final, log_y, f"metric {metric!r}"), heatmap=heatmap,
+        diverged=np.asarray(to_host(result.diverged), dtype=bool),
+        best_index=result.best_index,
+    )
 
 
-def log_scale_if_positive(ax: Any, values: np.ndarray) -> None:
-    """Give ``ax`` a log y axis when the finite positive ``values`` span more
-    than a factor of 10."""
-    # Cross-entropy can round to exactly 0 in float32; a log axis masks those
-    # points instead of giving up on log scale for the whole panel.
-    values = np.asarray(values, dtype=float)
-    pos = values[np.isfinite(values) & (values > 0)]
-    if pos.size and pos.max() > 10 * pos.min():
-        ax.set_yscale("log")
-
-
-def sweep_figure(result: Any, title: str | None = None):
-    """Figure of a sweep: see :meth:`SweepResult.plot`."""
+def sweep_figure(result: Any, x: str | None = None, hue: str | None = None,
+                 metric: str | None = None, log_y: bool | None = None, ax: Any = None):
+    """The figure of :meth:`SweepResult.plot` (see there)."""
+    choices = plot_choices(result, x, hue, metric, log_y)
+    if ax is not None:
+        _final_panel(ax.figure, ax, result, choices)
+        return ax.figure
     from matplotlib.figure import Figure
 
-    name, x, log, norm = _x_axis(result.hparams)
-    bad = to_host(result.diverged)
-    panels = 3 if result.evals else 2
-    fig = Figure(figsize=(5.5 * panels, 4.4), layout="constrained")
-    if title:
-        fig.suptitle(title)
+    curves = choices.metric in result.evals and len(result.eval_steps) > 1
+    panels = 3 if curves else 2
+    fig = Figure(figsize=(5.4 * panels, 4.4), layout="constrained")
     axes = fig.subplots(1, panels)
-    _curves(fig, axes[0], to_host(result.losses), x, norm, name, bad)
-    groups = _groups(result.hparams, name)
-    by_loss = result.rank_by not in result.evals
-    shown = [("training loss, mean of the last tenth", "training loss at the end",
-              result.tail_losses(), by_loss)]
-    if result.evals:
-        metric = result.rank_by if not by_loss else next(iter(result.evals))
-        shown.append((metric, f"{metric} after the last step", result.final_evals()[metric],
-                      not by_loss))
-    for ax, (ylabel, heading, y, ranked) in zip(axes[1:], shown, strict=True):
-        _against(ax, x, y, bad, groups)
-        if ranked and result.best_index is not None:
-            i = result.best_index
-            ax.scatter(x[i], y[i], marker="*", s=220, color="gold", edgecolor="black",
-                       zorder=3, label="best")
-        if log:
-            ax.set_xscale("log")
-        ax.set(xlabel=name, ylabel=ylabel, title=heading)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+    own_log = log_y if choices.metric == TRAINING_LOSS else None  # as given, not resolved
+    smooth = running_mean(to_host(result.losses))[1]
+    draw_loss_curves(fig, axes[0], result, choices, wants_log(smooth, own_log, "the training loss"))
+    if curves:
+        draw_metric_curves(fig, axes[1], result, choices)
+    _final_panel(fig, axes[-1], result, choices)
     return fig
 
 
-def _x_axis(hparams: dict) -> tuple:
-    """The hyperparameter on the x axes (``learning_rate`` when swept, else
-    the first other than ``seed``), its values, log scale, colour norm."""
-    from matplotlib import colors
-
-    names = [n for n in hparams if n != "seed"] or list(hparams)
-    name = "learning_rate" if "learning_rate" in hparams else names[0]
-    x = np.asarray(hparams[name], dtype=float)
-    log = bool(np.all(x > 0) and (name == "learning_rate" or x.max() >= 10 * x.min()))
-    lo, hi = x.min(), x.max() if x.max() > x.min() else x.min() + 1
-    norm = colors.LogNorm(lo, max(hi, lo * 1.01)) if log else colors.Normalize(lo, hi)
-    return name, x, log, norm
+def _final_panel(fig: Any, ax: Any, result: Any, choices: PlotChoices) -> None:
+    if choices.heatmap is not None:
+        draw_heatmap(fig, ax, result.hparams, choices)
+    else:
+        draw_lines_against(fig, ax, result.hparams, choices)
 
 
-def _curves(fig: Any, ax: Any, losses: np.ndarray, x: np.ndarray, norm: Any, name: str,
-            bad: np.ndarray) -> None:
-    """Running-mean loss curves coloured by ``x``; diverging curves leave
-    through the top instead of squashing the others."""
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.collections import LineCollection
-
-    steps, smooth = running_mean(losses)
-    segments = [np.column_stack([steps, row]) for row in smooth]
-    ax.add_collection(LineCollection(segments, array=x, cmap="viridis", norm=norm, lw=1,
-                                     alpha=0.8))
-    ax.autoscale()
-    log_scale_if_positive(ax, smooth)
-    kept = smooth[~bad][np.isfinite(smooth[~bad])]
-    if kept.size:
-        lo, hi = kept.min(), kept.max()
-        if ax.get_yscale() == "log":
-            ax.set_ylim(lo / 1.5, hi * 1.5)
-        else:
-            pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0  # flat curves get a band too
-            ax.set_ylim(lo - pad, hi + pad)
-    window = max(1, losses.shape[1] // 50)
-    what = f" (running mean of {window})" if window > 1 else ""
-    ax.set(xlabel="step", ylabel="training loss", title=f"loss curves{what}")
-    fig.colorbar(ScalarMappable(norm, "viridis"), ax=ax, label=name)
+def _default_x(names: list[str]) -> str:
+    """``learning_rate`` when swept, else the first hyperparameter other than ``seed``."""
+    if "learning_rate" in names:
+        return "learning_rate"
+    return next((n for n in names if n != "seed"), names[0])
 
 
-def _groups(hparams: dict, name: str) -> list[tuple[str, np.ndarray]]:
-    """One ``(label, member indices)`` per combination of the hyperparameters
-    other than ``name`` (a single unlabelled group when there are none)."""
-    others = [n for n in hparams if n != name]
-    if not others:
-        return [("", np.arange(len(hparams[name])))]
-    table = np.column_stack([np.asarray(hparams[n], dtype=float) for n in others])
-    combos, which = np.unique(table, axis=0, return_inverse=True)
-    return [(", ".join(f"{n}={v:.3g}" for n, v in zip(others, combo, strict=True)),
-             np.flatnonzero(which.ravel() == g)) for g, combo in enumerate(combos)]
+def _x_log(name: str, values: np.ndarray) -> bool:
+    """Log x for positive learning rates, or positive values spanning 10x or more."""
+    spans = values.max() >= 10 * values.min()
+    return bool(np.all(values > 0) and (name == "learning_rate" or spans))
 
 
-def _against(ax: Any, x: np.ndarray, y: np.ndarray, bad: np.ndarray, groups: list) -> None:
-    """``y`` against ``x``, one line per group; diverged members as red
-    crosses along the top."""
-    y = np.asarray(y, dtype=float)
-    labelled = 1 < len(groups) <= 10
-    for g, (label, idx) in enumerate(groups):
-        idx = idx[~bad[idx]]
-        idx = idx[np.argsort(x[idx], kind="stable")]
-        ax.plot(x[idx], y[idx], "o-", ms=3, lw=1, color=f"C{g % 10}",
-                label=label if labelled else None)
-    finite = y[~bad & np.isfinite(y)]
-    if bad.any():
-        top = finite.max() if finite.size else 1.0
-        ax.scatter(x[bad], np.full(bad.sum(), top), marker="x", color="red", label="diverged",
-                   zorder=3)
-    log_scale_if_positive(ax, finite)
+def _is_product(hparams: dict) -> bool:
+    """Whether a two-hyperparameter grid holds every pair of its values exactly once."""
+    a, b = (np.asarray(v, dtype=float) for v in hparams.values())
+    pairs = np.unique(np.column_stack([a, b]), axis=0)
+    return len(pairs) == len(a) == len(np.unique(a)) * len(np.unique(b))

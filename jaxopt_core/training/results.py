@@ -54,6 +54,19 @@ class SweepResult(NamedTuple):
         best_member_params: the params of member ``best_index`` as NumPy
             arrays (what :meth:`best_params` returns); None when there is no
             best member.
+        member_steps: the steps trained, summed over the members: ``K *
+            steps`` for a full sweep (frozen diverged members count: they
+            still compute), less with ``search=jc.successive_halving(...)``.
+            Compare it with :attr:`full_steps`. None in results from before it
+            was recorded.
+        stopped_at: with successive halving, ``[K]`` ints: the steps each
+            member trained before it was stopped (``steps`` for the last
+            ones); otherwise None.
+        hparams_history: with PBT, ``{name: [K, n_rounds + 1]}``: each
+            member's hyperparameters before the first round and after each
+            round; otherwise None.
+        parents: with PBT, ``[K, n_rounds]`` ints: the member each member
+            copied at each round (itself when it did not); otherwise None.
     """
 
     hparams: dict[str, np.ndarray]
@@ -69,6 +82,10 @@ class SweepResult(NamedTuple):
     best_params_per_member: Any
     best_step: jax.Array | None
     best_member_params: Any = None
+    member_steps: int | None = None
+    stopped_at: np.ndarray | None = None
+    hparams_history: dict[str, np.ndarray] | None = None
+    parents: np.ndarray | None = None
 
     def __repr__(self) -> str:
         k, steps = self.losses.shape
@@ -79,6 +96,13 @@ class SweepResult(NamedTuple):
             f"diverged={int(to_host(self.diverged).sum())}, best_index={self.best_index}"
             f"{ranked})"
         )
+
+    @property
+    def full_steps(self) -> int:
+        """``K * steps``: what the full sweep of the grid trains (to compare
+        with :attr:`member_steps`)."""
+        k, steps = np.shape(self.losses)
+        return int(k * steps)
 
     def final_losses(self) -> np.ndarray:
         """``[K]`` losses at the last step (NaN for diverged members), on the host."""
@@ -152,17 +176,62 @@ class SweepResult(NamedTuple):
         frame.index.name = "member"
         return frame
 
-    def plot(self, title: str | None = None):
-        """A matplotlib Figure: loss curves coloured by learning rate (log
-        colour scale); the training loss at the end against learning rate
-        (log x axis); with ``evals``, a third panel with the ``rank_by``
-        metric (or the first metric) against learning rate.
+    def plot(self, x: str | None = None, hue: str | None = None, metric: str | None = None,
+             log_y: bool | None = None, ax: Any = None):
+        """A matplotlib ``Figure`` of the sweep (built without pyplot, so it
+        renders with any backend, Agg included; in Jupyter it displays itself).
 
-        Without ``learning_rate`` in the grid the first other hyperparameter
-        takes its place (log scale when positive and spanning a factor of 10
-        or more); the other hyperparameters give one line each. Diverged
-        members are drawn as red crosses, the best member as a star. Builds a
-        ``Figure`` without pyplot, so it works with any backend (Agg
-        included); in Jupyter it displays itself.
+        Panels, left to right: the training loss curves (running mean),
+        coloured by ``x``; with ``metric`` an evaluation taken more than once,
+        its curves along the run (validation curves); then ``metric`` after
+        the last step against ``x``: one line per combination of the other
+        hyperparameters, coloured by ``hue``, the best member as a star. With
+        ``x`` and ``hue`` not given and a grid of exactly two hyperparameters
+        holding every pair of values once (``jc.grid_product``), the last
+        panel is a heatmap of the final metric instead (columns: the default
+        ``x``; the best cell outlined).
+
+        Diverged members are red ``x`` marks along the top edge (at their
+        hyperparameter value, or at the step they diverged); a panel with
+        nothing finite to draw says so in words ("every member diverged"),
+        it is never left blank.
+
+        Args:
+            x: the hyperparameter on the x axis (default ``learning_rate``
+                when swept, else the first other than ``seed``). Log scale for
+                a positive ``learning_rate``, or positive values spanning a
+                factor of 10.
+            hue: a hyperparameter that colours the lines (a legend for up to
+                10 values, else a colour bar); default: one colour per
+                combination of the hyperparameters other than ``x``.
+            metric: ``"loss"`` (the mean training loss of the last tenth of
+                the steps) or a name in ``evals``; default :attr:`rank_by`.
+            log_y: a log axis for ``metric`` (and the loss curves when
+                ``metric`` is ``"loss"``): None decides from the values (log
+                when they are non-negative and span more than a factor of
+                10); True needs non-negative values (else a ``ValueError``).
+            ax: a matplotlib ``Axes`` to draw the final-metric panel alone
+                into (line plot or heatmap, as above).
+
+        Returns:
+            The ``Figure``: a new one, or ``ax.figure`` when ``ax`` is given
+            (so ``res.plot(ax=ax).savefig(...)`` works either way).
+
+        Raises:
+            ValueError: ``x``/``hue`` not a hyperparameter of the sweep (or
+                equal), ``metric`` not one of the sweep's, ``log_y`` True
+                with negative values; the message lists the choices.
+
+        Example:
+            >>> import jax.numpy as jnp, jaxopt_core as jc
+            >>> grid = jc.grid_product(learning_rate=[0.01, 0.1, 1.0], momentum=[0.0, 0.9])
+            >>> res = jc.sweep(lambda w, d: jnp.sum((w - d) ** 2), jnp.zeros(2), jc.sgd,
+            ...                jnp.ones(2), grid=grid, steps=20)
+            >>> fig = res.plot()  # loss curves and a heatmap learning_rate x momentum
+            >>> fig.axes[1].images[0].get_array().shape  # fig.axes: the panels, then colour bars
+            (2, 3)
+            >>> fig = res.plot(x="momentum", hue="learning_rate", log_y=False)
+            >>> fig.axes[1].get_xlabel(), len(fig.axes[1].get_legend().get_texts())
+            ('momentum', 4)
         """
-        return sweep_figure(self, title=title)
+        return sweep_figure(self, x=x, hue=hue, metric=metric, log_y=log_y, ax=ax)

@@ -107,10 +107,10 @@ def test_scalar_eval_after_the_last_step_only():
     for i in range(2):
         member = jax.tree.map(lambda x, i=i: x[i], res.params)
         np.testing.assert_allclose(res.evals["eval"][i, 0], mse(member, VAL), rtol=1e-6)
-    fig = res.plot(title="two members")
-    assert len(fig.axes) == 4  # curves, training loss, the ranking metric, colour bar
-    assert fig.axes[2].get_ylabel() == "eval" and fig.axes[2].get_xscale() == "log"
-    assert "best" in fig.axes[2].get_legend_handles_labels()[1]
+    fig = res.plot()
+    assert len(fig.axes) == 3  # curves, the ranking metric after the last step, colour bar
+    assert fig.axes[1].get_ylabel() == "eval" and fig.axes[1].get_xscale() == "log"
+    assert "best" in fig.axes[1].get_legend_handles_labels()[1]
     fig.savefig(io.BytesIO(), format="png")
 
 
