@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxopt_core.training.batching import Batcher, as_key, check_batch_size, check_steps
+from jaxopt_core.training.batching import Batcher, as_key, check_steps
 from jaxopt_core.training.culprits import naming_errors, naming_optimizer_errors
 from jaxopt_core.training.divergence import first_bad_step, guarded_step
 from jaxopt_core.training.evaluation import (
@@ -43,6 +43,7 @@ from jaxopt_core.training.layout_safety import resolve_layout
 from jaxopt_core.training.progress import ProgressBar, report_every, tick
 from jaxopt_core.training.segments import check_segment_steps, run_segments, segment_plan
 from jaxopt_core.training.step import check_callable, check_optimizer
+from jaxopt_core.training.streaming import StreamFeed, check_data, truncate_evals
 
 
 class FitResult(NamedTuple):
@@ -67,6 +68,10 @@ class FitResult(NamedTuple):
             without ``eval_fn``.
         eval_steps: ``[n_evals]`` ints, the step count after which each
             evaluation was taken (empty without ``eval_fn``).
+        steps_trained: the number of steps trained: ``steps``, or fewer when
+            ``data`` is an iterable of batches that ended early and
+            ``allow_short=True`` (``losses`` and ``eval_steps`` then stop
+            there too). None in results saved before it was recorded.
     """
 
     params: Any
@@ -76,6 +81,7 @@ class FitResult(NamedTuple):
     diverged_at: jax.Array
     evals: dict[str, jax.Array]
     eval_steps: np.ndarray
+    steps_trained: int | None = None
 
     def save(self, path: str | os.PathLike, config: dict | None = None) -> Path:
         """Write this result to one file at ``path`` (``.npz``; no pickle) with an
@@ -102,6 +108,7 @@ def fit(
     eval_data: Any = None,
     eval_every: int | None = None,
     segment_steps: int | None = None,
+    allow_short: bool = False,
 ) -> FitResult:
     """Train ``params`` for ``steps`` steps in one compiled ``lax.scan``.
 
@@ -109,6 +116,12 @@ def fit(
     of ``data``. An int gives minibatch SGD, reshuffled every epoch (see the
     module notes: each epoch is a permutation, cut into ``n // batch_size``
     batches, the remainder dropped).
+
+    ``data`` may also be an iterable of batches (a generator, an iterator, a
+    data loader): step ``t`` then trains on the ``t``-th batch it yields, and
+    the batches are stacked and put on the device a segment at a time, ahead
+    of the compiled segments that consume them (see
+    :mod:`jaxopt_core.training.streaming`).
 
     A step that makes the loss, the params or the optimizer state non-finite
     stops the run: it is frozen at its last finite state and flagged
@@ -133,9 +146,14 @@ def fit(
         data: with ``batch_size=None``, any pytree, passed whole as ``batch``;
             otherwise a pytree of arrays sharing a leading example axis of
             length ``n``, e.g. ``(X, y)``; batches are pytrees of the same
-            structure with leading axis ``batch_size``.
-        steps: number of optimizer steps, an int >= 1.
-        batch_size: ``None`` or an int in ``[1, n]``.
+            structure with leading axis ``batch_size``. Or an iterable of
+            batches (anything iterable that is not a pytree node or an array:
+            a generator, ``iter(list_of_batches)``, a loader object), each a
+            pytree of arrays (NumPy or JAX) with the first batch's structure,
+            shapes and dtypes.
+        steps: number of optimizer steps, an int >= 1 (with an iterable: the
+            number of batches consumed).
+        batch_size: ``None`` or an int in ``[1, n]``; None with an iterable.
         key: PRNG key for the minibatch order (``jax.random.key`` or a legacy
             ``PRNGKey``); default ``jax.random.key(0)``. Unused when
             ``batch_size`` is None.
@@ -153,14 +171,24 @@ def fit(
         segment_steps: None: the run is one compiled program. An int: a chain
             of compiled segments of this many steps (see
             :mod:`jaxopt_core.training.segments`), with the same results.
+            With an iterable of batches, the batches stacked per segment
+            (default ``min(steps, 100)``, fewer when 100 batches would take
+            over 64 MiB).
+        allow_short: with an iterable that ends before ``steps`` batches,
+            stop there (``steps_trained`` says where) instead of raising.
 
     Returns:
         A :class:`FitResult` ``(params, opt_state, losses, diverged,
-        diverged_at, evals, eval_steps)``.
+        diverged_at, evals, eval_steps, steps_trained)``.
 
     Raises:
         TypeError / ValueError: an argument has the wrong type or value (the
-            message names it).
+            message names it); a batch of another structure, shape or dtype
+            than the first (the message names the step); an iterable that
+            ended early without ``allow_short`` (the message says how many
+            batches it gave).
+        jaxopt_core.training.prefetch.BatchIteratorError: the iterable raised
+            (the message names the step; the original is the ``__cause__``).
 
     Example:
         >>> import jax, jax.numpy as jnp, jaxopt_core as jc
@@ -177,11 +205,18 @@ def fit(
         ...              eval_fn=mse, eval_data=(X[:8], y[:8]), eval_every=50)
         >>> res.eval_steps.tolist(), bool(res.evals["eval"][-1] == held_out)
         ([50, 100, 150, 200], True)
+        >>> def batches():  # any iterable of batches; here drawn on the fly
+        ...     for i in range(200):
+        ...         x = jax.random.normal(jax.random.key(i), (16, 3))
+        ...         yield x, x @ jnp.array([1.0, -2.0, 0.5])
+        >>> res = jc.fit(mse, jnp.zeros(3), jc.adam(0.1), batches(), steps=200)
+        >>> res.losses.shape, bool(res.losses[-1] < 1e-2 * res.losses[0])
+        ((200,), True)
     """
     check_callable("loss_fn", loss_fn)
     check_optimizer("optimizer", optimizer)
     steps = check_steps(steps)
-    check_batch_size(batch_size, data)
+    streamed = check_data(data, batch_size, allow_short)
     key = as_key(key)
     flat = resolve_layout(layout, optimizer)
     plan = check_evaluation(eval_fn, eval_data, eval_every, steps, params)
@@ -189,8 +224,12 @@ def fit(
     spec = FitSpec(loss_fn, optimizer, steps, batch_size, flat, every, plan)
     if segment_steps is not None:
         segment_steps = check_segment_steps("segment_steps", segment_steps)
+    trained = steps
     with ProgressBar(progress, total=steps, desc="fit") as bar:
-        if segment_steps is None:
+        if streamed:
+            out, trained = _fit_stream(spec, params, data, key, bar.token_array(), eval_data,
+                                       segment_steps, allow_short)
+        elif segment_steps is None:
             out = _fit_program(params, data, key, bar.token_array(), eval_data, spec=spec)
         else:
             out = run_fit_segmented(spec, params, data, key, bar.token_array(), eval_data,
@@ -201,7 +240,20 @@ def fit(
     # jit returns dicts with sorted keys: restore eval_fn's order.
     evals = {n: evals[n] for n in plan.names} if plan else {}
     taken = eval_steps(steps, plan.every) if plan else np.zeros(0, np.int32)
-    return FitResult(params, opt_state, losses, diverged, diverged_at, evals, taken)
+    evals, taken = truncate_evals(evals, taken, trained, steps)
+    return FitResult(params, opt_state, losses, diverged, diverged_at, evals, taken, trained)
+
+
+def _fit_stream(spec: FitSpec, params, data, key, token, eval_data, segment_steps,
+                allow_short) -> tuple:
+    """A fit fed from an iterable of batches (see
+    :mod:`jaxopt_core.training.streaming`): the outputs of the one-shot
+    program and the number of steps trained."""
+    with StreamFeed(data, steps=spec.steps, segment_steps=segment_steps,
+                    allow_short=allow_short, put=jax.device_put) as feed:
+        out = run_fit_segmented(spec, params, None, key, token, eval_data, feed.plan(),
+                                batches=feed.batches)
+    return out, feed.steps_trained
 
 
 class FitState(NamedTuple):

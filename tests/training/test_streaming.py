@@ -8,19 +8,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxopt_core.training.streaming import (
+from jaxopt_core.training.prefetch import (
     BatchIteratorError,
     BatchLayout,
     BatchStream,
     Ended,
     Segment,
     SegmentFeeder,
-    check_stream_args,
     first_batch,
-    is_batch_iterable,
     pieces,
-    segment_length,
 )
+from jaxopt_core.training.streaming import check_data, is_batch_iterable, segment_length
 
 
 def _batches(count, n=4, d=3, seed=0):
@@ -52,14 +50,17 @@ def test_is_batch_iterable():
     ])
 
 
-def test_check_stream_args_errors_name_the_argument():
-    check_stream_args(None, None, False)
+def test_check_data_errors_name_the_argument():
+    x = np.ones((4, 2))
+    assert check_data(iter([x]), None, True) and not check_data((x, x), 2, False)
     with pytest.raises(ValueError, match="batch_size must be None.*batch_size=8"):
-        check_stream_args(8, None, False)
-    with pytest.raises(ValueError, match="segment_steps.*0"):
-        check_stream_args(None, 0, False)
+        check_data(iter([x]), 8, False)
+    with pytest.raises(ValueError, match="allow_short=True applies.*tuple"):
+        check_data((x, x), None, True)
     with pytest.raises(TypeError, match="allow_short"):
-        check_stream_args(None, None, "yes")
+        check_data(iter([x]), None, "yes")
+    with pytest.raises(ValueError, match="batch_size must be in"):
+        check_data((x, x), 9, False)
 
 
 def test_segment_length_default_and_memory_cap():
