@@ -1,23 +1,16 @@
-"""Tests for jaxopt_core.training.streaming: telling streams from data, checking
-and stacking batches, the prefetch thread, resuming, and errors at the edges."""
-
-import threading
+"""Tests for jaxopt_core.training.streaming and fit/sweep fed from iterables
+of batches: same results as the array path and a Python loop over
+make_train_step, compiles, errors at the edges, bounded host memory."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import count_compiles
 
-from jaxopt_core.training.prefetch import (
-    BatchIteratorError,
-    BatchLayout,
-    BatchStream,
-    Ended,
-    Segment,
-    SegmentFeeder,
-    first_batch,
-    pieces,
-)
+import jaxopt_core as jc
+from jaxopt_core.training.batching import Batcher
+from jaxopt_core.training.prefetch import BatchIteratorError
 from jaxopt_core.training.streaming import check_data, is_batch_iterable, segment_length
 
 
@@ -72,123 +65,127 @@ def test_segment_length_default_and_memory_cap():
     assert segment_length(1000, None, 2**20) == 64
 
 
-def test_pieces_are_powers_of_two_or_the_full_length():
-    assert pieces(10, 8, 8) == [(10, 8)]
-    assert pieces(0, 37, 100) == [(0, 32), (32, 4), (36, 1)]
-    for n in range(1, 64):
-        ps = pieces(5, n, 64)
-        assert sum(m for _, m in ps) == n and ps[0][0] == 5
-        assert all(m & (m - 1) == 0 for _, m in ps)
-        assert all(a + m == b for (a, m), (b, _) in zip(ps, ps[1:]))
+def _stream_mse(params, batch):
+    x, y = batch
+    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
 
 
-def test_layout_names_step_and_difference():
-    b = _batches(1)[0]
-    layout = BatchLayout.of(b)
-    assert layout.nbytes == 4 * 3 * 4 + 4 * 4
-    layout.leaves(b, 0)
-    with pytest.raises(ValueError, match=r"step 7.*batch\[0\].*\(5, 3\).*\(4, 3\)"):
-        layout.leaves((np.ones((5, 3), np.float32), b[1]), 7)
-    with pytest.raises(ValueError, match=r"step 2.*batch\[1\].*int32"):
-        layout.leaves((b[0], np.ones(4, np.int32)), 2)
-    with pytest.raises(ValueError, match="step 3.*structure"):
-        layout.leaves({"x": b[0]}, 3)
+PARAMS = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+OPT = jc.adam(0.05)
 
 
-def test_float64_batches_are_stored_in_the_working_dtype():
-    layout = BatchLayout.of(np.ones((2, 2)))
-    assert layout.dtypes[0] == jnp.ones(1).dtype  # float32 unless x64 is on
+def _loop(batches, opt=OPT, params=PARAMS):
+    """The reference: make_train_step in a Python loop over the same batches."""
+    step = jc.make_train_step(_stream_mse, opt, donate=False)
+    state, losses = opt.init(params), []
+    for b in batches:
+        params, state, loss = step(params, state, b)
+        losses.append(loss)
+    return params, np.asarray(losses)
 
 
-def test_stream_position_skip_and_fast_forward():
-    s = BatchStream(Loader(list(range(10)))).open(start=4)
-    assert (s.next(), s.position) == (4, 5)
-
-    class Skippable(Loader):
-        skipped = None
-
-        def skip(self, n):
-            self.skipped = n
-            return Loader(self.batches[n:])
-
-    src = Skippable(list(range(10)))
-    s = BatchStream(src).open(start=6)
-    assert src.skipped == 6 and s.position == 6 and s.next() == 6
-    with pytest.raises(ValueError, match="resuming at step 5.*ended after 3"):
-        BatchStream(Loader([0, 1, 2])).open(start=5)
+def test_fit_on_a_generator_equals_a_train_step_loop():
+    batches = _batches(23)
+    res = jc.fit(_stream_mse, PARAMS, OPT, (b for b in batches), steps=23, segment_steps=8)
+    params, losses = _loop(batches)
+    np.testing.assert_allclose(res.losses, losses, rtol=1e-6)
+    for k in params:
+        np.testing.assert_allclose(res.params[k], params[k], rtol=1e-6, atol=1e-7)
+    assert res.steps_trained == 23 and not bool(res.diverged)
 
 
-def test_iterator_exception_names_the_step_and_chains():
+def test_fit_on_a_loader_equals_the_array_path_full_batch():
+    data = _batches(1, n=16)[0]
+    kw = dict(steps=12, eval_fn=_stream_mse, eval_data=data, eval_every=5)
+    ref = jc.fit(_stream_mse, PARAMS, OPT, data, **kw)
+    res = jc.fit(_stream_mse, PARAMS, OPT, Loader([data] * 12), segment_steps=5, **kw)
+    np.testing.assert_allclose(res.losses, ref.losses, rtol=1e-6)
+    np.testing.assert_allclose(res.evals["eval"], ref.evals["eval"], rtol=1e-6)
+    assert res.eval_steps.tolist() == ref.eval_steps.tolist() == [5, 10, 12]
+
+
+def _minibatches(data, batch_size, key, steps):
+    """The batches fit's array path draws (jaxopt_core.training.batching.Batcher)."""
+    batcher = Batcher(data, batch_size)
+
+    @jax.jit
+    def draw(perm, t):
+        perm = batcher.refresh(perm, key, t)
+        return perm, batcher.batch(data, perm, t)
+
+    perm = batcher.initial_perm()
+    for t in range(steps):
+        perm, batch = draw(perm, jnp.int32(t))
+        yield jax.tree.map(np.asarray, batch)
+
+
+def test_fit_on_an_iterator_equals_the_array_path_minibatches():
+    data, key = _batches(1, n=20)[0], jax.random.key(3)
+    ref = jc.fit(_stream_mse, PARAMS, OPT, data, steps=30, batch_size=6, key=key)
+    res = jc.fit(_stream_mse, PARAMS, OPT, _minibatches(data, 6, key, 30), steps=30)
+    np.testing.assert_allclose(res.losses, ref.losses, rtol=1e-6)
+    for k in PARAMS:
+        np.testing.assert_allclose(res.params[k], ref.params[k], rtol=1e-6, atol=1e-7)
+
+
+def test_second_fit_with_a_fresh_iterator_compiles_nothing():
+    batches = _batches(21)
+    jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=21, segment_steps=8)
+    with count_compiles() as seen:
+        res = jc.fit(_stream_mse, PARAMS, OPT, iter(_batches(21, seed=1)), steps=21,
+                     segment_steps=8)
+        res.losses.block_until_ready()
+    assert seen == []
+
+
+def test_divergence_in_a_stream_is_flagged_at_its_step():
+    batches = _batches(10)
+    x, y = batches[6]
+    batches[6] = (x, np.full_like(y, np.inf))
+    res = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=10, segment_steps=4)
+    assert bool(res.diverged) and int(res.diverged_at) == 6
+    assert np.isfinite(res.losses[:6]).all() and np.isnan(res.losses[7:]).all()
+
+
+def test_batch_of_another_shape_or_dtype_names_the_step():
+    batches = _batches(9)
+    batches[5] = (batches[5][0][:3], batches[5][1][:3])
+    with pytest.raises(ValueError, match=r"step 5.*batch\[0\].*\(3, 3\).*\(4, 3\)"):
+        jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=9, segment_steps=4)
+    batches = _batches(9)
+    batches[7] = (batches[7][0].astype(np.int32), batches[7][1])
+    with pytest.raises(ValueError, match=r"step 7.*int32"):
+        jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=9, segment_steps=4)
+
+
+def test_iterator_exception_propagates_with_its_step():
     def gen():
-        yield 1
-        yield 2
-        raise KeyError("disk")
-
-    s = BatchStream(gen()).open()
-    s.next(), s.next()
-    with pytest.raises(BatchIteratorError, match="KeyError.*step 2") as info:
-        s.next()
-    assert isinstance(info.value.__cause__, KeyError)
-
-
-def _feed(batches, *, stop, length, start=0):
-    stream = BatchStream(iter(batches)).open(start)
-    first, layout = first_batch(stream)
-    with SegmentFeeder(stream, first, layout, start=start, stop=stop, length=length,
-                       put=jax.device_put) as feeder:
-        return list(feeder)
-
-
-def test_feeder_stacks_segments_in_order_on_device():
-    batches = _batches(11)
-    items = _feed(batches, stop=11, length=4)
-    assert [(s.t0, s.n) for s in items] == [(0, 4), (4, 4), (8, 2), (10, 1)]
-    assert all(isinstance(s, Segment) for s in items)
-    xs = np.concatenate([np.asarray(s.batches[0]) for s in items])
-    np.testing.assert_array_equal(xs, np.stack([b[0] for b in batches]))
-    assert isinstance(items[0].batches[1], jax.Array)
-    assert items[0].batches[1].shape == (4, 4)
-
-
-def test_feeder_reports_an_early_end():
-    items = _feed(_batches(6), stop=10, length=4)
-    assert [(s.t0, s.n) for s in items[:-1]] == [(0, 4), (4, 2)]
-    assert items[-1] == Ended(6)
-
-
-def test_feeder_raises_the_iterator_error_in_the_consumer():
-    def gen():
-        yield from _batches(5)
+        yield from _batches(6)
         raise OSError("disk gone")
 
-    stream = BatchStream(gen()).open()
-    first, layout = first_batch(stream)
-    seen = []
-    with pytest.raises(BatchIteratorError, match="OSError.*step 5") as info:
-        with SegmentFeeder(stream, first, layout, start=0, stop=9, length=2,
-                           put=lambda t: t) as feeder:
-            for item in feeder:
-                seen.append((item.t0, item.n))
-    assert seen == [(0, 2), (2, 2)]  # the segment holding step 5 never comes
+    with pytest.raises(BatchIteratorError, match="OSError.*step 6") as info:
+        jc.fit(_stream_mse, PARAMS, OPT, gen(), steps=10, segment_steps=4)
     assert isinstance(info.value.__cause__, OSError)
 
 
-def test_feeder_close_stops_the_thread_early():
-    def endless():
-        while True:
-            yield from _batches(1)
+def test_short_stream_raises_or_stops_with_allow_short():
+    with pytest.raises(ValueError, match="ended after 13 batches.*steps=20"):
+        jc.fit(_stream_mse, PARAMS, OPT, iter(_batches(13)), steps=20, segment_steps=8)
+    with pytest.raises(ValueError, match="data has 13 batches.*steps=20"):
+        jc.fit(_stream_mse, PARAMS, OPT, Loader(_batches(13)), steps=20)
+    batches = _batches(13)
+    res = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=20, segment_steps=8,
+                 allow_short=True, eval_fn=_stream_mse, eval_data=batches[0], eval_every=4)
+    params, losses = _loop(batches)
+    assert res.steps_trained == 13 and res.losses.shape == (13,)
+    np.testing.assert_allclose(res.losses, losses, rtol=1e-6)
+    assert res.eval_steps.tolist() == [4, 8, 12, 13]
+    np.testing.assert_allclose(res.evals["eval"][-1], _stream_mse(params, batches[0]),
+                               rtol=1e-6)
 
-    stream = BatchStream(endless()).open()
-    first, layout = first_batch(stream)
-    before = threading.active_count()
-    feeder = SegmentFeeder(stream, first, layout, start=0, stop=10**9, length=3,
-                           put=lambda t: t)
-    next(iter(feeder))
-    feeder.close()
-    assert threading.active_count() == before
-    assert stream.position < 20  # bounded read-ahead: not the whole stream
 
-
-def test_first_batch_of_an_empty_stream():
-    with pytest.raises(ValueError, match="gave no batch"):
-        first_batch(BatchStream(iter([])).open())
+def test_stream_arguments_are_checked_in_fit():
+    with pytest.raises(ValueError, match="batch_size must be None"):
+        jc.fit(_stream_mse, PARAMS, OPT, iter(_batches(3)), steps=3, batch_size=2)
+    with pytest.raises(ValueError, match="allow_short=True applies"):
+        jc.fit(_stream_mse, PARAMS, OPT, _batches(1)[0], steps=3, allow_short=True)
