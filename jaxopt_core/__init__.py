@@ -124,6 +124,8 @@ from jaxopt_core.training.grid import grid_product, seed_keys
 from jaxopt_core.training.interruption import Interrupted
 from jaxopt_core.training.results import SweepResult
 from jaxopt_core.training.search.axes import Axis, choice, integers, log_uniform, uniform
+from jaxopt_core.training.search.halving import SuccessiveHalving, successive_halving
+from jaxopt_core.training.search.pbt import PBT, pbt
 from jaxopt_core.training.search.sampling import SampledGrid, sample
 from jaxopt_core.training.serialization import ResultMetadata, load_metadata, load_result
 from jaxopt_core.training.step import make_train_step
@@ -259,5 +261,9 @@ __all__ = [
     "integers",
     "log_uniform",
     "sample",
+    "PBT",
+    "pbt",
+    "SuccessiveHalving",
+    "successive_halving",
     "uniform",
 ]

@@ -34,6 +34,14 @@ from jaxopt_core.training.evaluation import (
 from jaxopt_core.training.grid import FrozenMask, seed_keys
 from jaxopt_core.training.layout import Flat, layout_loss, ravel
 from jaxopt_core.training.progress import tick
+from jaxopt_core.training.search.pbt import PBTPlan
+from jaxopt_core.training.search.pbt_program import (
+    PBTState,
+    after_step,
+    init_pbt,
+    pbt_key,
+    pbt_outputs,
+)
 
 
 class SweepSpec(NamedTuple):
@@ -53,6 +61,7 @@ class SweepSpec(NamedTuple):
     every: int
     sharding: NamedSharding
     plan: EvalPlan | None = None
+    search: PBTPlan | None = None
 
 
 def build_member(spec: SweepSpec, hp_m: dict[str, jax.Array]) -> tuple[Any, Callable]:
@@ -114,7 +123,9 @@ class SweepState(NamedTuple):
     ``params`` and ``opt_state`` are stacked over the K members in the run's
     layout; ``alive`` and ``diverged_at`` are ``[K]``; ``perm`` is the current
     epoch's minibatch order (``[n]``, or ``[K, n]`` with a seed axis and
-    minibatches); ``ev`` the evaluation state (None without ``eval_fn``).
+    minibatches); ``ev`` the evaluation state (None without ``eval_fn``);
+    ``search`` the population-based training state, whose ``hp`` replaces the
+    grid's (None without ``search=jc.pbt(...)``).
     """
 
     params: Any
@@ -123,6 +134,7 @@ class SweepState(NamedTuple):
     diverged_at: jax.Array
     perm: jax.Array
     ev: Any
+    search: PBTState | None = None
 
 
 def _per_member_order(spec: SweepSpec) -> bool:
@@ -139,7 +151,8 @@ def _start(spec: SweepSpec, params, data, key, hp) -> SweepState:
     perm = Batcher(data, spec.batch_size).initial_perm()
     if _per_member_order(spec):
         perm = jnp.broadcast_to(perm, (k, *perm.shape))
-    return SweepState(*members, perm, init_state(spec.plan, p0, (k,)))
+    search = None if spec.search is None else init_pbt(spec.search, hp)
+    return SweepState(*members, perm, init_state(spec.plan, p0, (k,)), search)
 
 
 def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, base,
@@ -163,12 +176,16 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
         elif batch is None:
             perm = batcher.refresh(perm, data_keys, t)
             batch = batcher.batch(data, perm, t)
-        p, s, ok, loss = step(st.params, st.opt_state, st.alive, hp, batch)
+        hp_t = hp if st.search is None else st.search.hp  # PBT revises them
+        p, s, ok, loss = step(st.params, st.opt_state, st.alive, hp_t, batch)
         at = first_bad_step(st.alive, ok, t, st.diverged_at)
         ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
+        members, search = (p, s, ok, at), st.search
+        if search is not None:
+            members, search = after_step(spec.search, search, members, ev, loss, t, pbt_key(key))
         if spec.every:
             tick(token, base + t + 1, spec.every)
-        return SweepState(p, s, ok, at, perm, ev), loss
+        return SweepState(*members, perm, ev, search), loss
 
     return jax.lax.scan(body, state, ts if batches is None else (ts, batches))
 
@@ -193,15 +210,16 @@ def _key(spec: SweepSpec, key_data: jax.Array) -> jax.Array:
 def sweep_program(params, data, key_data, hp, token, base, eval_data, *, spec: SweepSpec):
     """Train every member of ``hp`` for ``spec.steps`` steps; returns
     ``(params, losses [K, steps], diverged [K], diverged_at [K], evals
-    {name: [K, n_evals]}, best_params, best_step [K])`` sharded over members
-    (the last two None unless a metric is tracked)."""
+    {name: [K, n_evals]}, best_params, best_step [K], search)`` sharded over
+    members (best_params and best_step None unless a metric is tracked; search
+    ``(hparams_history, parents)`` with PBT, else None)."""
     key = _key(spec, key_data)
     state = _start(spec, params, data, key, hp)
     ts = jnp.arange(spec.steps, dtype=jnp.int32)
     state, losses = _run(spec, state, data, key, hp, ts, None, token, base, eval_data)
     p, diverged, at, evals, best_params, best_step = _finish(spec, state, eval_data)
     losses = jax.lax.with_sharding_constraint(losses.T, spec.sharding)
-    return p, losses, diverged, at, evals, best_params, best_step
+    return p, losses, diverged, at, evals, best_params, best_step, pbt_outputs(state.search)
 
 
 @functools.partial(jax.jit, static_argnames=("spec",))

@@ -125,9 +125,13 @@ class SweepResult(NamedTuple):
 
     def member_order(self) -> np.ndarray:
         """Member indices, best first: by ``rank_by`` in ``rank_mode``, ties
-        broken by the lower training loss; diverged members last."""
+        broken by the lower training loss; diverged members last. With
+        successive halving, members stopped later come first."""
         usable = ~to_host(self.diverged)
-        return rank_order(self.rank_values(), self.rank_mode, usable, self.tail_losses())
+        order = rank_order(self.rank_values(), self.rank_mode, usable, self.tail_losses())
+        if self.stopped_at is not None:  # successive halving: later rungs first
+            order = order[np.argsort(-np.asarray(self.stopped_at)[order], kind="stable")]
+        return order
 
     def save(self, path: str | os.PathLike, config: dict | None = None) -> Path:
         """Write this result to one file at ``path`` (``.npz``; no pickle) with an

@@ -102,6 +102,15 @@ from jaxopt_core.training.program import (
 from jaxopt_core.training.progress import ProgressBar, report_every
 from jaxopt_core.training.ranking import resolve_rank_by
 from jaxopt_core.training.results import SweepResult
+from jaxopt_core.training.search.halving import SuccessiveHalving
+from jaxopt_core.training.search.halving_run import run_halving
+from jaxopt_core.training.search.pbt_program import pbt_outputs
+from jaxopt_core.training.search.strategy import (
+    check_search,
+    member_steps,
+    search_eval_every,
+    search_plan,
+)
 from jaxopt_core.training.segments import check_segment_steps, run_segments, segment_plan
 from jaxopt_core.training.sharding import (
     gather_small_fields,
@@ -134,6 +143,7 @@ def sweep(
     rank_mode: str = "min",
     keep_best: bool = False,
     segment_steps: int | None = None,
+    search: Any = None,
 ) -> SweepResult:
     r"""Train one member per grid entry, all K in one compiled program.
 
@@ -213,6 +223,12 @@ def sweep(
             the run is a chain of compiled segments of this many steps (see
             :mod:`jaxopt_core.training.segments`), with the same results;
             the host holds the state between segments.
+        search: None (every member trains all ``steps``), ``jc.pbt(...)``
+            (population-based training inside the compiled program: see
+            :func:`~jaxopt_core.pbt`) or ``jc.successive_halving(...)`` (the
+            best members go on at every rung: see
+            :func:`~jaxopt_core.successive_halving`). Every result reports
+            ``member_steps``, the steps trained summed over the members.
 
     Returns:
         A :class:`SweepResult`.
@@ -256,6 +272,8 @@ def sweep(
     hp, k = check_grid(grid, optimizer_fn)
     init_fn = params if is_init_fn(params) else None
     params_like = jax.eval_shape(init_fn, key) if init_fn else params
+    check_search(search, segment_steps)
+    eval_every = search_eval_every(search, eval_fn, eval_every)
     plan = check_evaluation(eval_fn, eval_data, eval_every, steps, params_like)
     rank_by = resolve_rank_by(rank_by, rank_mode, plan.names if plan else (), keep_best)
     if keep_best:
@@ -269,8 +287,16 @@ def sweep(
         seeded="seed" in hp, key_impl=str(jax.random.key_impl(key)), init_fn=init_fn,
         steps=steps, batch_size=batch_size, flat=resolve_layout(layout, probe),
         every=report_every(steps) if progress else 0, sharding=members, plan=plan,
+        search=search_plan(search, hp, grid, steps, plan.every if plan else 0,
+                           (rank_by, rank_mode), chunk_size),
     )
     shared = put_on_mesh((None if init_fn else params, data, jax.random.key_data(key)), replicated)
+    if isinstance(search, SuccessiveHalving):
+        with ProgressBar(progress, total=steps, desc="sweep") as bar:
+            out, stopped_at = run_halving(search, spec, shared, put_on_mesh(eval_data, replicated),
+                                          hp, chunk_size, members, (rank_by, rank_mode),
+                                          bar.token_array())
+        return _collect((*out, None), hp, k, plan, rank_by, rank_mode, stopped_at)
     chunks = _chunks(hp, k, chunk_size, members)
     if segment_steps is not None:
         segment_steps = check_segment_steps("segment_steps", segment_steps)
@@ -334,25 +360,30 @@ def run_chunk_segmented(spec: SweepSpec, shared: tuple, eval_data: Any, hp: dict
 
     state, losses = run_segments(state, plan, run_one, after, losses)
     p, diverged, at, evals, best_params, best_step = sweep_finish(state, eval_data, spec=spec)
-    return p, losses, diverged, at, evals, best_params, best_step
+    return p, losses, diverged, at, evals, best_params, best_step, pbt_outputs(state.search)
 
 
 def _collect(out: Any, hp: dict, k: int, plan: EvalPlan | None, rank_by: str,
-             rank_mode: str) -> SweepResult:
+             rank_mode: str, stopped_at: np.ndarray | None = None) -> SweepResult:
     """Drop the padding members and rank the rest."""
     if jax.tree.leaves(out)[-1].shape[0] != k:
         out = jax.tree.map(lambda x: x[:k], out)
-    new_params, losses, diverged, diverged_at, evals, best_params, best_step = out
+    new_params, losses, diverged, diverged_at, evals, best_params, best_step, searched = out
+    history, parents = (None, None) if searched is None else searched
     evals = {n: evals[n] for n in plan.names} if plan else {}  # eval_fn's order, not sorted
     taken = eval_steps(plan.steps, plan.every) if plan else np.zeros(0, np.int32)
     result = SweepResult(dict(hp), losses, new_params, diverged, None, diverged_at, evals,
-                         taken, rank_by, rank_mode, best_params, best_step)
+                         taken, rank_by, rank_mode, best_params, best_step,
+                         member_steps=member_steps(k, losses.shape[1], stopped_at),
+                         stopped_at=stopped_at, hparams_history=history, parents=parents)
     # Collective, in the call every process makes: all but the stacked params
     # become host data on every process (jaxopt_core.training.sharding).
     result = gather_small_fields(result)
     # Gathering rebuilds dicts with sorted keys: keep the grid's and eval_fn's order.
     result = result._replace(hparams={n: result.hparams[n] for n in hp},
-                             evals={n: result.evals[n] for n in evals})
+                             evals={n: result.evals[n] for n in evals},
+                             hparams_history=None if history is None else {
+                                 n: result.hparams_history[n] for n in hp})
     order = result.member_order()
     usable = ~result.diverged[order[0]] & np.isfinite(result.rank_values()[order[0]])
     best = int(order[0]) if usable else None
