@@ -198,3 +198,13 @@ def test_no_search_reports_member_steps():
     res = jc.sweep(quad, W0, jc.sgd, D, grid={"learning_rate": LRS[:3]}, steps=4)
     assert res.member_steps == res.full_steps == 12
     assert res.parents is None and res.hparams_history is None and res.stopped_at is None
+
+
+def test_pbt_result_round_trips_through_a_file(tmp_path):
+    res = run()
+    back = jc.load_result(res.save(tmp_path / "pbt.npz"))
+    np.testing.assert_array_equal(back.parents, res.parents)
+    assert list(back.hparams_history) == ["learning_rate"]
+    np.testing.assert_array_equal(back.hparams_history["learning_rate"],
+                                  res.hparams_history["learning_rate"])
+    assert back.member_steps == res.member_steps and back.stopped_at is None
