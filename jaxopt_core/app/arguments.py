@@ -1,7 +1,7 @@
 """The command line of ``jaxopt-core``: its options, their parsing and checks.
 
-:func:`build_parser` gives the ``argparse`` parser of both subcommands
-(``sweep`` and ``fit``); the value types parse ranges such as ``1e-4:1:32``
+:func:`build_parser` gives the ``argparse`` parser of the subcommands
+(``sweep``, ``fit`` and ``show``); the value types parse ranges such as ``1e-4:1:32``
 (log-spaced) and comma lists, and reject bad values with a one-line error
 naming the option. What argparse cannot check (the model against the
 dataset, the batch size against the data) is checked in
@@ -89,7 +89,7 @@ def _batch_size(text: str) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``jaxopt-core`` (subcommands ``sweep`` and ``fit``).
+    """The argument parser of ``jaxopt-core`` (subcommands ``sweep``, ``fit``, ``show``).
 
     Example:
         >>> from jaxopt_core.app.arguments import build_parser
@@ -107,18 +107,20 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxopt_core import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{sweep,fit}")
+    sub = parser.add_subparsers(dest="command", metavar="{sweep,fit,show}")
     sweep = sub.add_parser(
         "sweep", formatter_class=fmt, help="train one member per hyperparameter value",
         description="Train one model per learning rate (crossed with the --l1/--l2 values) "
-        "in one vmapped program; rank the members on the validation split; write "
-        "sweep.csv (one row per member) and sweep.png (loss curves, training loss and "
-        "validation accuracy or R² against learning rate).",
+        "in one vmapped program; rank the members on the validation split; write the run "
+        "folder: config.json (every option, seed, devices, versions), sweep.npz (the "
+        "result), sweep.csv (one row per member) and sweep.png (loss curves, validation "
+        "accuracy or R² against learning rate). Exit status 3 when every member diverged.",
     )
     fit = sub.add_parser(
         "fit", formatter_class=fmt, help="train one configuration and report its curve",
         description="Train one model; print its loss every so often and its final "
-        "train/validation metrics; write fit.csv (the loss curve) and fit.png.",
+        "train/validation metrics; write config.json, fit.npz (the result), fit.csv "
+        "(the loss curve) and fit.png. Exit status 3 when it diverged.",
     )
     for p, lr_default, steps_default in ((sweep, "1e-4:1:32", 300), (fit, "0.01", 500)):
         p.add_argument("--dataset", choices=list(DATASETS), default="digits",
@@ -154,4 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number of devices to shard the members over (default: all)")
     sweep.add_argument("--top", type=int, default=10,
                        help="members shown in the table (0: all; the CSV has every member)")
+    show = sub.add_parser(
+        "show", formatter_class=fmt, help="report a saved run again and redraw its figure",
+        description="Print the table (or loss log) of a run folder written by sweep or fit "
+        "and redraw its figure from the saved result, without training. Exit status 3 when "
+        "every member diverged.",
+    )
+    show.add_argument("folder", type=Path, help="the run folder (it holds sweep.npz or fit.npz)")
+    show.add_argument("--top", type=int, default=None,
+                      help="members shown in the table (default: as the run; 0: all)")
+    show.add_argument("--png", type=Path, default=None,
+                      help="where to write the figure (default: the PNG in the run folder)")
+    show.set_defaults(parser=show)
     return parser

@@ -3,10 +3,15 @@
 ``jaxopt-core sweep`` (also plain ``jaxopt-core`` and ``python -m jaxopt_core``)
 trains one model per learning rate (crossed with any ``--l1``/``--l2`` values)
 in one compiled, vmapped program, ranks the members on a held-out split and
-writes ``sweep.csv`` and ``sweep.png``. ``jaxopt-core fit`` trains one
-configuration and writes its loss curve. Run ``jaxopt-core sweep --help``.
+writes its run folder (``config.json``, ``sweep.npz``, ``sweep.csv``,
+``sweep.png``; see :mod:`jaxopt_core.app.report`). ``jaxopt-core fit`` trains
+one configuration and writes its loss curve. ``jaxopt-core show DIR`` prints
+a saved run's report again and redraws its figure. Run ``jaxopt-core sweep --help``.
 
-Bad input exits with status 2 and one line on stderr naming the option.
+Exit status: 0; 2 for bad input (one line on stderr naming the option); 3
+when every member diverged. ``--help`` and the argument checks need only the
+base install (jax, optax, chex): the ``cli`` extra (scikit-learn, pandas,
+matplotlib, rich, tqdm) is imported once a run starts.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jaxopt-core`` and ``python -m jaxopt_core``.
 
     With no subcommand (no arguments, or options only) it runs ``sweep``.
-    Returns the exit status (0); bad input exits with status 2.
+    Returns the exit status: 0, or 3 when every member diverged; bad input
+    exits with status 2.
 
     Example:
         >>> from jaxopt_core.app.cli import main
@@ -34,24 +40,24 @@ def main(argv: list[str] | None = None) -> int:
         ...       "--out", "/tmp/jc_doctest_sweep"])  # doctest: +SKIP
         0
     """
-    _check_extras()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         argv = ["sweep", *argv]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "show":
+        return _show(args, args.parser)
     run = _prepare(args, args.parser)  # the subcommand's parser, for its error()
     if args.command == "sweep":
-        _run_sweep(run)
-    else:
-        _run_fit(run)
-    return 0
+        return _run_sweep(run)
+    return _run_fit(run)
 
 
 def _check_extras() -> None:
     """The command needs the ``cli`` extra; say so in one line if it is missing."""
     import importlib.util
 
+    # find_spec is None for a module that is absent (or blocked in sys.modules).
     missing = [m for m in ("sklearn", "pandas", "matplotlib", "rich", "tqdm")
                if importlib.util.find_spec(m) is None]
     if missing:
@@ -79,6 +85,7 @@ class _Run(NamedTuple):
     out: Path
     progress: bool
     top: int
+    options: dict  # every option as parsed, JSON data (for config.json)
 
     def title(self) -> str:
         parts = [self.dataset.name, self.model.name, self.optimizer]
@@ -94,45 +101,97 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Run:
     """Check what argparse cannot (model against dataset, batch size against
     the data, devices, --out) and load the data; every problem is a one-line
     ``parser.error``."""
-    from jaxopt_core.app.datasets import load_dataset
-    from jaxopt_core.app.models import make_model
+    from jaxopt_core.app.datasets import DATASETS, load_dataset
+    from jaxopt_core.app.models import MODELS, make_model
 
     if args.command == "fit":
         for name in ("lr", "l1", "l2"):
             if len(getattr(args, name)) != 1:
                 parser.error(f"argument --{name}: fit takes one value; use sweep for several")
-    dataset = load_dataset(args.dataset)
+    task = DATASETS[args.dataset][0]
     name = args.model
     if name == "auto":
-        name = "logistic" if dataset.task == CLASSIFICATION else "linear"
-    try:
-        model = make_model(name, dataset.task, dataset.n_features, dataset.n_outputs)
-    except ValueError as err:  # a model that cannot do this dataset's task
-        parser.error(f"argument --model: {err} ({args.dataset} is a {dataset.task} dataset)")
+        name = "logistic" if task == CLASSIFICATION else "linear"
+    if task not in MODELS[name]:  # checked before the data (and the cli extra) is needed
+        other = " or ".join(m for m, tasks in MODELS.items() if task in tasks)
+        parser.error(f"argument --model: model {name!r} cannot do {task}; use {other} "
+                     f"({args.dataset} is a {task} dataset)")
+    devices = _devices(args, parser)
+    _check_extras()
+    dataset = load_dataset(args.dataset)
+    model = make_model(name, dataset.task, dataset.n_features, dataset.n_outputs)
     n = dataset.x_train.shape[0]
     if args.batch_size is not None and args.batch_size > n:
         parser.error(
             f"argument --batch-size: {args.batch_size} exceeds the {n} training examples "
             f"of {args.dataset}; use at most {n} or 'full'"
         )
-    devices = None
-    if getattr(args, "devices", None) is not None:
-        import jax
-
-        available = jax.devices()
-        if args.devices > len(available):
-            parser.error(
-                f"argument --devices: {args.devices} requested but only {len(available)} "
-                f"{available[0].platform} device(s) available"
-            )
-        devices = available[: args.devices]
     out = _output_dir(args.out, args.command, parser)
     return _Run(
         command=args.command, dataset=dataset, model=model, optimizer=args.optimizer,
         learning_rates=args.lr, l1=args.l1, l2=args.l2,
         steps=args.steps, batch_size=args.batch_size, seed=args.seed, devices=devices,
         out=out, progress=not args.no_progress, top=getattr(args, "top", 0),
+        options=_options(args),
     )
+
+
+def _devices(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list | None:
+    """The devices of ``--devices`` (None: all)."""
+    if getattr(args, "devices", None) is None:
+        return None
+    import jax
+
+    available = jax.devices()
+    if args.devices > len(available):
+        parser.error(
+            f"argument --devices: {args.devices} requested but only {len(available)} "
+            f"{available[0].platform} device(s) available"
+        )
+    return available[: args.devices]
+
+
+def _options(args: argparse.Namespace) -> dict:
+    """Every option as parsed, as JSON data (paths as str)."""
+    def plain(value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
+
+    return {k: plain(v) for k, v in sorted(vars(args).items()) if k != "parser"}
+
+
+def _config(run: _Run, devices: list) -> dict:
+    """The ``config.json`` of a run (also stored inside its result file)."""
+    import jaxopt_core
+    from jaxopt_core.training.serialization import versions
+
+    return {"command": run.command, "title": run.title(), "metric": run.model.metric_name,
+            "dataset": run.dataset.name, "model": run.model.name, "seed": run.seed,
+            "device_count": len(devices), "platform": devices[0].platform,
+            "options": run.options, "versions": {**versions(), "jaxopt_core":
+                                                 jaxopt_core.__version__}}
+
+
+def _show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``jaxopt-core show DIR``: the saved run's report again, and its figure redrawn."""
+    _check_extras()
+    from rich.console import Console
+
+    from jaxopt_core.app.report import draw_run, read_run, show_run
+
+    try:
+        result, config = read_run(args.folder)
+    except ValueError as err:  # not a run folder, or a damaged result file
+        parser.error(f"argument folder: {err}")
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]{config['command']}[/bold] {config['title']}  ({args.folder})")
+    status = show_run(result, config, console, top=args.top)
+    png = args.png or Path(args.folder) / f"{config['command']}.png"
+    try:
+        draw_run(result, config, png)
+    except OSError as err:
+        parser.error(f"argument --png: cannot write {str(png)!r}: {err.strerror or err}")
+    console.print(f"redrew {png}")
+    return status
 
 
 def _output_dir(out: Path | None, command: str, parser: argparse.ArgumentParser) -> Path:
@@ -188,11 +247,11 @@ def _eval_fn(model: Any):
     return evaluate
 
 
-def _run_sweep(run: _Run) -> None:
+def _run_sweep(run: _Run) -> int:
     import jax
     from rich.console import Console
 
-    from jaxopt_core.app.report import METRIC_LABELS, print_sweep_table, rank_members
+    from jaxopt_core.app.report import show_run, write_run
     from jaxopt_core.core.masks import weights_only_mask
     from jaxopt_core.training.grid import grid_product
     from jaxopt_core.training.sweep import sweep
@@ -205,7 +264,6 @@ def _run_sweep(run: _Run) -> None:
     console.print(f"[bold]sweep[/bold] {run.title()}")
     console.print(f"{k} members on {len(devices)} {devices[0].platform} device(s)")
     init_key, data_key = jax.random.split(jax.random.key(run.seed))
-    metric = run.model.metric_name
     start = time.perf_counter()
     result = sweep(
         run.model.loss, run.model.init(init_key), _optimizer_fn(run.optimizer),
@@ -215,35 +273,19 @@ def _run_sweep(run: _Run) -> None:
         eval_data=(run.dataset.train, run.dataset.val), rank_by=_metric_key(run.model),
         rank_mode="max",
     )
-    frame = rank_members(result.to_dataframe(), metric)  # accuracy ties: lower val loss
     seconds = time.perf_counter() - start
-    best = None if result.best_index is None else int(frame.index[frame["rank"] == 1][0])
-
-    names = ["learning_rate", *strengths]
-    csv, png = run.out / "sweep.csv", run.out / "sweep.png"
-    frame.to_csv(csv, float_format="%.6g")
-    result._replace(best_index=best).plot(title=run.title()).savefig(png, dpi=110)
-
-    print_sweep_table(frame, names, metric, top=run.top, console=console,
-                      title=f"members ranked by {METRIC_LABELS[metric]}")
-    if best is None:
-        console.print("[red]every member diverged[/red]: try smaller learning rates")
-    else:
-        row = frame.loc[best]
-        setting = ", ".join(f"{n}={row[n]:.4g}" for n in names)
-        console.print(f"best: {setting} -> {METRIC_LABELS[metric]} "
-                      f"{row[_metric_key(run.model)]:.4f} (member {best})")
-    console.print(f"{k} members, {int(frame['diverged'].sum())} diverged, {seconds:.1f} s "
-                  "(compile + train + evaluate)")
-    console.print(f"wrote {csv}\n      {png}")
+    config = _config(run, devices)
+    paths = write_run(run.out, result, config)
+    status = show_run(result, config, console, seconds=seconds)
+    console.print("wrote " + "\n      ".join(str(p) for p in paths))
+    return status
 
 
-def _run_fit(run: _Run) -> None:
+def _run_fit(run: _Run) -> int:
     import jax
-    import numpy as np
     from rich.console import Console
 
-    from jaxopt_core.app.report import METRIC_LABELS, plot_fit, print_fit_log
+    from jaxopt_core.app.report import show_run, write_run
     from jaxopt_core.core.masks import weights_only_mask
     from jaxopt_core.regularization.penalties import regularized
     from jaxopt_core.training.fit import fit
@@ -264,25 +306,9 @@ def _run_fit(run: _Run) -> None:
                  steps=run.steps, batch_size=run.batch_size, key=data_key,
                  progress=run.progress, eval_fn=_eval_fn(run.model),
                  eval_data=(run.dataset.train, run.dataset.val))
-    losses = np.asarray(result.losses, dtype=float)
-    final = {n: float(v[-1]) for n, v in result.evals.items()}
     seconds = time.perf_counter() - start
-    print_fit_log(losses, console)
-    metric = run.model.metric_name
-    if result.diverged:
-        console.print(f"[red]diverged[/red] at step {int(result.diverged_at)}: "
-                      "try a smaller --lr")
-    console.print(f"final: train loss {final['train_loss']:.4g}, val loss "
-                  f"{final['val_loss']:.4g}, {METRIC_LABELS[metric]} "
-                  f"{final[_metric_key(run.model)]:.4f} ({seconds:.1f} s)")
-    if l1:  # the point of an L1 penalty: how many weights it removed
-        weights = [np.asarray(w) for w, m in zip(
-            jax.tree.leaves(result.params), jax.tree.leaves(weights_only_mask(result.params)),
-            strict=True) if m]
-        zeros = sum(int(np.sum(w == 0)) for w in weights)
-        console.print(f"weights exactly 0: {zeros} of {sum(w.size for w in weights)}")
-    csv, png = run.out / "fit.csv", run.out / "fit.png"
-    np.savetxt(csv, np.column_stack([np.arange(len(losses)), losses]), delimiter=",",
-               header="step,loss", comments="", fmt=["%d", "%.8g"])
-    plot_fit(losses, png, title=run.title())
-    console.print(f"wrote {csv}\n      {png}")
+    config = _config(run, jax.devices()[:1])
+    paths = write_run(run.out, result, config)
+    status = show_run(result, config, console, seconds=seconds)
+    console.print("wrote " + "\n      ".join(str(p) for p in paths))
+    return status

@@ -179,11 +179,12 @@ def draw_heatmap(fig: Any, ax: Any, hparams: dict, choices: Any) -> None:
     row, col = row.ravel(), col.ravel()
     data = np.full((ys.size, xs.size), np.nan)
     data[row, col] = np.where(bad, np.nan, final)
-    ax.set_xticks(range(xs.size), [f"{v:.3g}" for v in xs], rotation=45 if xs.size > 6 else 0)
+    ax.set_xticks(range(xs.size), [f"{v:.3g}" for v in xs], rotation=45 if xs.size > 4 else 0)
     ax.set_yticks(range(ys.size), [f"{v:.3g}" for v in ys])
     ax.set(xlabel=xname, ylabel=yname, xlim=(-0.5, xs.size - 0.5), ylim=(-0.5, ys.size - 0.5),
            title=f"{metric_label(choices.metric)} after the last step")
-    ax.plot(col[bad], row[bad], ms=9, label=f"diverged ({int(bad.sum())})", **DIVERGED)
+    if bad.any():  # (an empty line would stretch the layout's bounding box)
+        ax.plot(col[bad], row[bad], ms=9, label=f"diverged ({int(bad.sum())})", **DIVERGED)
     finite = data[np.isfinite(data)]
     if not finite.size:
         _say(ax, "every member diverged" if bad.all() else f"no finite {choices.metric}")
@@ -202,7 +203,7 @@ def draw_heatmap(fig: Any, ax: Any, hparams: dict, choices: Any) -> None:
     if choices.best_index is not None:
         b = choices.best_index
         ax.add_patch(Rectangle((col[b] - 0.5, row[b] - 0.5), 1, 1, fill=False, lw=2.5,
-                               edgecolor="gold", label="best"))
+                               edgecolor="black", label="best"))
 
 
 def _styled_groups(fig: Any, ax: Any, hparams: dict, choices: Any) -> list:

@@ -3,6 +3,7 @@ and its argument checks in-process (every error is exit status 2 and one line
 on stderr naming the option, never a traceback)."""
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import jaxopt_core as jc
 from jaxopt_core.app.cli import main
 
 # Every test runs the command in a subprocess, as users do.
@@ -59,6 +61,21 @@ def test_default_command_is_a_sweep_with_table_csv_png_and_progress(tmp_path):
     finite = [float(r["val_accuracy"]) for r in rows if r["diverged"] == "False"]
     assert float(best["val_accuracy"]) == max(finite) > 0.8
     _check_png(runs[0] / "sweep.png")
+    config = json.loads((runs[0] / "config.json").read_text(encoding="utf-8"))
+    assert config["options"]["steps"] == 50 and config["seed"] == 0
+    assert config["device_count"] >= 1
+    assert {"jaxopt_core", "jax", "optax"} <= set(config["versions"])
+    saved = runs[0] / "sweep.npz"
+    assert jc.load_result(saved).losses.shape == (8, 50)
+    assert jc.load_metadata(saved).config == config
+
+    # `show` reports the saved run again, without training, and redraws its figure
+    (runs[0] / "sweep.png").unlink()
+    shown = _run("show", str(runs[0]), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    table = out[out.index("members ranked"):out.index("members, ")]
+    assert table in shown.stdout and "redrew" in shown.stdout
+    _check_png(runs[0] / "sweep.png")
 
 
 def test_l2_list_is_crossed_with_learning_rates(tmp_path):
@@ -90,6 +107,8 @@ def test_fit_reports_curve(tmp_path):
     losses = [float(r["loss"]) for r in rows]
     assert losses[-1] < losses[0]
     assert (out / "fit.png").read_bytes()[:8] == PNG_MAGIC
+    assert json.loads((out / "config.json").read_text())["options"]["model"] == "mlp"
+    assert jc.load_result(out / "fit.npz").losses.shape == (40,)
 
 
 def test_error_in_subprocess_has_no_traceback(tmp_path):
@@ -133,6 +152,8 @@ ERRORS = [
     (["fit", "--l2", "0:1:3"], "--l2"),
     (["fit", "--devices", "1"], "--devices"),  # sweep-only option
     (["frobnicate"], "sweep,fit"),
+    (["show"], "folder"),
+    (["show", "{a_file}"], "folder"),
 ]
 
 
@@ -209,3 +230,19 @@ def test_fit_with_proximal_l1_gives_exact_zeros(tmp_path, capsys):
     assert total == "30" and 20 <= int(zeros) < 30  # 5 of the 30 true weights are non-zero
     losses = [float(r["loss"]) for r in _rows(out / "fit.csv")]
     assert len(losses) == 100 and losses[-1] < 0.5 * losses[0]
+
+
+def test_every_member_diverged_says_so_and_exits_3(tmp_path, capsys):
+    out = tmp_path / "diverged"
+    argv = ["sweep", "--dataset", "diabetes", "--optimizer", "sgd", "--lr", "50,100",
+            "--steps", "30", "--batch-size", "full", "--no-progress", "--out", str(out)]
+    assert main(argv) == 3
+    text = capsys.readouterr().out
+    assert "every member diverged" in text and "best:" not in text
+    rows = _rows(out / "sweep.csv")
+    assert [r["diverged"] for r in rows] == ["True", "True"]
+    assert {p.name for p in out.iterdir()} == {"config.json", "sweep.npz", "sweep.csv",
+                                                "sweep.png"}
+    assert main(["show", str(out), "--png", str(tmp_path / "again.png")]) == 3
+    assert "every member diverged" in capsys.readouterr().out
+    assert (tmp_path / "again.png").read_bytes()[:8] == PNG_MAGIC
