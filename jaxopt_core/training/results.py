@@ -162,8 +162,10 @@ class SweepResult(NamedTuple):
         """A pandas DataFrame, one row per member: the hyperparameters,
         ``final_loss``, ``diverged``, ``diverged_at``, every metric of
         ``eval_fn`` after the last step, the ranking column (``loss`` when
-        ranking by the training loss), ``best_step`` with ``keep_best``, and
-        ``rank`` (1 is :attr:`best_index`). pandas is imported here."""
+        ranking by the training loss), ``best_step`` with ``keep_best``,
+        ``stopped_at`` with successive halving, ``<name>_final`` (each
+        hyperparameter after the last round) with PBT, and ``rank`` (1 is
+        :attr:`best_index`). pandas is imported here."""
         import pandas as pd
 
         frame = pd.DataFrame({k: np.asarray(v) for k, v in self.hparams.items()})
@@ -176,6 +178,10 @@ class SweepResult(NamedTuple):
             frame[self.rank_by] = self.rank_values()
         if self.best_step is not None:
             frame["best_step"] = to_host(self.best_step)
+        if self.stopped_at is not None:
+            frame["stopped_at"] = np.asarray(self.stopped_at)
+        for name, history in (self.hparams_history or {}).items():
+            frame[f"{name}_final"] = np.asarray(history)[:, -1]
         frame["rank"] = ranks(self.member_order())
         frame.index.name = "member"
         return frame

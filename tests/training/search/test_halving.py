@@ -138,3 +138,11 @@ def test_halving_result_round_trips_through_a_file(result, tmp_path):
     back = jc.load_result(result.save(tmp_path / "halving.npz"))
     np.testing.assert_array_equal(back.stopped_at, result.stopped_at)
     assert back.member_steps == 243 and back.parents is None
+
+
+def test_halving_dataframe_has_stopped_at_and_ranks_later_rungs_first(result):
+    frame = result.to_dataframe()
+    np.testing.assert_array_equal(frame["stopped_at"], result.stopped_at)
+    assert frame["rank"][result.best_index] == 1
+    ranked = frame.sort_values("rank")["stopped_at"].to_numpy()
+    assert np.all(np.diff(ranked) <= 0)

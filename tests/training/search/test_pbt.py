@@ -208,3 +208,11 @@ def test_pbt_result_round_trips_through_a_file(tmp_path):
     np.testing.assert_array_equal(back.hparams_history["learning_rate"],
                                   res.hparams_history["learning_rate"])
     assert back.member_steps == res.member_steps and back.stopped_at is None
+
+
+def test_pbt_dataframe_shows_the_final_hyperparameters():
+    res = run()
+    frame = res.to_dataframe()
+    np.testing.assert_array_equal(frame["learning_rate"], LRS)
+    np.testing.assert_array_equal(frame["learning_rate_final"],
+                                  res.hparams_history["learning_rate"][:, -1])
