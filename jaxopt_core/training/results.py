@@ -67,6 +67,10 @@ class SweepResult(NamedTuple):
             round; otherwise None.
         parents: with PBT, ``[K, n_rounds]`` ints: the member each member
             copied at each round (itself when it did not); otherwise None.
+        steps_trained: the steps trained: ``steps``, or fewer when ``data``
+            is an iterable of batches that ended early and
+            ``allow_short=True`` (``losses`` and ``eval_steps`` stop there
+            too). None in results saved before it was recorded.
     """
 
     hparams: dict[str, np.ndarray]
@@ -86,6 +90,7 @@ class SweepResult(NamedTuple):
     stopped_at: np.ndarray | None = None
     hparams_history: dict[str, np.ndarray] | None = None
     parents: np.ndarray | None = None
+    steps_trained: int | None = None
 
     def __repr__(self) -> str:
         k, steps = self.losses.shape

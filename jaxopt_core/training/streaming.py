@@ -74,6 +74,7 @@ from jaxopt_core.training.prefetch import (
     SegmentFeeder,
     first_batch,
 )
+from jaxopt_core.training.progress import ProgressBar
 
 # Default ceiling on the steps of one segment, and on its host bytes.
 DEFAULT_SEGMENT_STEPS = 100
@@ -222,3 +223,35 @@ def truncate_evals(evals: dict, taken: np.ndarray, trained: int, steps: int) -> 
     keep = [i for i, s in enumerate(taken[:-1]) if s < trained] + [len(taken) - 1]
     cut = {n: np.asarray(v)[..., keep] for n, v in evals.items()}
     return cut, np.asarray([*taken[keep[:-1]], trained], np.int32)
+
+
+def run_stream_chunks(run_chunk: Callable, chunks: list, data: Iterable, *, steps: int,
+                      segment_steps: int | None, allow_short: bool, put: Callable[[Any], Any],
+                      progress: bool) -> tuple[list, int]:
+    """A sweep's chunks of members, each fed from its own pass over ``data``
+    (a :class:`StreamFeed` per chunk): ``[run_chunk(hp_c, token, base, plan,
+    batches=...) for each chunk]`` and the steps trained. With several chunks
+    ``data`` must be re-iterable (``iter(data)`` starts a new pass with the
+    same batches, as a loader object does), not a one-shot iterator."""
+    if len(chunks) > 1 and hasattr(data, "__next__"):
+        raise ValueError(
+            f"chunk_size: the members run in {len(chunks)} chunks and each reads the batches "
+            f"from the start, but data is a one-shot iterator ({type(data).__name__}); pass "
+            "an object whose __iter__ starts a new pass (a data loader), or no chunk_size"
+        )
+    outs, trained = [], None
+    with ProgressBar(progress, total=steps * len(chunks), desc="sweep") as bar:
+        for c, hp_c in enumerate(chunks):
+            with StreamFeed(data, steps=steps, segment_steps=segment_steps,
+                            allow_short=allow_short, put=put) as feed:
+                outs.append(run_chunk(hp_c, bar.token_array(), np.int32(c * steps),
+                                      feed.plan(), batches=feed.batches))
+            if trained is not None and feed.steps_trained != trained:
+                raise ValueError(
+                    f"data gave {trained} batches to the first chunk of members but "
+                    f"{feed.steps_trained} to chunk {c}: every pass must yield the same batches"
+                )
+            trained = feed.steps_trained
+        if progress:
+            jax.block_until_ready(outs)
+    return outs, trained

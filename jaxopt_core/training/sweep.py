@@ -72,6 +72,7 @@ the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -80,7 +81,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding
 
-from jaxopt_core.training.batching import as_key, check_batch_size, check_steps
+from jaxopt_core.training.batching import as_key, check_steps
 from jaxopt_core.training.evaluation import EvalPlan, check_evaluation, eval_steps
 from jaxopt_core.training.grid import (
     check_chunk_size,
@@ -119,6 +120,7 @@ from jaxopt_core.training.sharding import (
     put_on_mesh,
 )
 from jaxopt_core.training.step import check_callable
+from jaxopt_core.training.streaming import check_data, run_stream_chunks, truncate_evals
 
 
 def sweep(
@@ -144,6 +146,7 @@ def sweep(
     keep_best: bool = False,
     segment_steps: int | None = None,
     search: Any = None,
+    allow_short: bool = False,
 ) -> SweepResult:
     r"""Train one member per grid entry, all K in one compiled program.
 
@@ -194,7 +197,11 @@ def sweep(
             ``key -> params``.
         optimizer_fn: builds the optimizer from keyword hyperparameters,
             e.g. ``jc.adam`` or ``functools.partial(jc.sgd, momentum=0.9)``.
-        data: as in :func:`fit`.
+        data: as in :func:`fit`: arrays, or an iterable of batches (every
+            member trains on the same batch at a step; see
+            :mod:`jaxopt_core.training.streaming`). With ``chunk_size`` each
+            chunk of members reads the iterable from the start, so it must be
+            re-iterable (a loader object, not a generator).
         grid: ``{name: [K] array}``, all of one length K (see
             :func:`grid_product`).
         steps: steps per member, an int >= 1.
@@ -229,6 +236,9 @@ def sweep(
             best members go on at every rung: see
             :func:`~jaxopt_core.successive_halving`). Every result reports
             ``member_steps``, the steps trained summed over the members.
+            Not with an iterable of batches.
+        allow_short: with an iterable that ends before ``steps`` batches,
+            stop there (``steps_trained`` says where) instead of raising.
 
     Returns:
         A :class:`SweepResult`.
@@ -267,7 +277,9 @@ def sweep(
     check_callable("loss_fn", loss_fn)
     check_callable("optimizer_fn", optimizer_fn)
     steps = check_steps(steps)
-    check_batch_size(batch_size, data)
+    streamed = check_data(data, batch_size, allow_short)
+    if streamed and search is not None:
+        raise ValueError("search= needs data arrays; data is an iterable of batches here")
     key = as_key(key)
     hp, k = check_grid(grid, optimizer_fn)
     init_fn = params if is_init_fn(params) else None
@@ -290,7 +302,8 @@ def sweep(
         search=search_plan(search, hp, grid, steps, plan.every if plan else 0,
                            (rank_by, rank_mode), chunk_size),
     )
-    shared = put_on_mesh((None if init_fn else params, data, jax.random.key_data(key)), replicated)
+    shared = put_on_mesh((None if init_fn else params, None if streamed else data,
+                          jax.random.key_data(key)), replicated)
     if isinstance(search, SuccessiveHalving):
         with ProgressBar(progress, total=steps, desc="sweep") as bar:
             out, stopped_at = run_halving(search, spec, shared, put_on_mesh(eval_data, replicated),
@@ -300,9 +313,21 @@ def sweep(
     chunks = _chunks(hp, k, chunk_size, members)
     if segment_steps is not None:
         segment_steps = check_segment_steps("segment_steps", segment_steps)
-    out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress,
-                      segment_steps)
-    return _collect(out, hp, k, plan, rank_by, rank_mode)
+    trained = steps
+    if streamed:
+        run = functools.partial(run_chunk_segmented, spec, shared,
+                                put_on_mesh(eval_data, replicated))
+        outs, trained = run_stream_chunks(
+            run, chunks, data, steps=steps, segment_steps=segment_steps,
+            allow_short=allow_short, put=functools.partial(put_on_mesh, sharding=replicated),
+            progress=progress)
+        out = _concat(outs)
+    else:
+        out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress,
+                          segment_steps)
+    result = _collect(out, hp, k, plan, rank_by, rank_mode)
+    evals, taken = truncate_evals(result.evals, result.eval_steps, trained, steps)
+    return result._replace(evals=evals, eval_steps=taken, steps_trained=trained)
 
 
 def _chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[dict]:
@@ -336,6 +361,11 @@ def _run_chunks(spec: SweepSpec, shared: tuple, eval_data: Any, chunks: list[dic
                                                 base, segment_plan(spec.steps, segment_steps)))
         if progress:
             jax.block_until_ready(outs)
+    return _concat(outs)
+
+
+def _concat(outs: list) -> Any:
+    """The chunks' outputs joined along the member axis."""
     if len(outs) == 1:
         return outs[0]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)

@@ -196,6 +196,54 @@ def test_stream_arguments_are_checked_in_fit():
         jc.fit(_stream_mse, PARAMS, OPT, _batches(1)[0], steps=3, allow_short=True)
 
 
+
+LRS = np.array([0.01, 0.3, 40.0], np.float32)
+
+
+@pytest.mark.slow
+def test_sweep_member_equals_fit_on_the_same_iterator():
+    batches = _batches(16)
+    kw = dict(steps=16, segment_steps=8, eval_fn=_stream_mse, eval_data=batches[0],
+              eval_every=6)
+    res = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(batches), grid={"learning_rate": LRS},
+                   **kw)
+    assert res.steps_trained == 16 and res.eval_steps.tolist() == [6, 12, 16]
+    assert res.diverged.tolist() == [False, False, True]
+    for i, lr in enumerate(LRS):
+        one = jc.fit(_stream_mse, PARAMS, jc.sgd(lr), iter(batches), **kw)
+        assert bool(one.diverged) == res.diverged[i]
+        assert int(one.diverged_at) == res.diverged_at[i]
+        if not res.diverged[i]:
+            # Shared-data matrix products round by member count (see sweep's notes).
+            np.testing.assert_allclose(res.losses[i], one.losses, rtol=1e-5)
+            np.testing.assert_allclose(res.evals["eval"][i], one.evals["eval"], rtol=1e-5)
+            np.testing.assert_allclose(res.params["w"][i], one.params["w"], rtol=1e-5,
+                                       atol=1e-6)
+
+
+def test_sweep_on_an_iterator_equals_the_array_path():
+    data = _batches(1, n=16)[0]
+    ref = jc.sweep(_stream_mse, PARAMS, jc.sgd, data, grid={"learning_rate": LRS[:2]},
+                   steps=12)
+    res = jc.sweep(_stream_mse, PARAMS, jc.sgd, Loader([data] * 12),
+                   grid={"learning_rate": LRS[:2]}, steps=12, chunk_size=1)
+    np.testing.assert_allclose(res.losses, ref.losses, rtol=1e-6)
+    assert res.best_index == ref.best_index
+
+
+def test_sweep_stream_edges():
+    grid = {"learning_rate": LRS[:2]}
+    with pytest.raises(ValueError, match="one-shot iterator.*chunk_size"):
+        jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(_batches(4)), grid=grid, steps=4,
+                 chunk_size=1)
+    with pytest.raises(ValueError, match="batch_size must be None"):
+        jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(_batches(4)), grid=grid, steps=4,
+                 batch_size=2)
+    res = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(_batches(7)), grid=grid, steps=10,
+                   allow_short=True)
+    assert res.steps_trained == 7 and res.losses.shape == (2, 7)
+
+
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
