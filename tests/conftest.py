@@ -170,12 +170,50 @@ def _case_id(case):
     return name + "".join(f"-{k}={v}" for k, v in kw.items())
 
 
+# The rows that also run in the fast tier (``pytest -m "not slow"``): one per
+# family of state and update rule. Every row runs in the full suite (CI).
+FAST_OPTIMIZERS = {
+    "sgd-momentum=0.9",
+    "adam",
+    "lion",
+    "adafactor-min_dim_size_to_factor=2",
+}
+FAST_TRANSFORMS = {
+    "clip_by_global_norm",
+    "masked-adam",
+    "multi_transform",
+    "MultiSteps",
+}
+
+
+# Doctests of these packages train models (compiles of whole runs): they run in
+# the full suite only; the core's doctests stay in the fast tier.
+SLOW_DOCTEST_PACKAGES = (
+    "jaxopt_core.training",
+    "jaxopt_core.app",
+    "jaxopt_core.regularization.path",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if isinstance(item, pytest.DoctestItem) and item.name.startswith(SLOW_DOCTEST_PACKAGES):
+            item.add_marker(pytest.mark.slow)
+
+
+def _rows(table, ids, fast):
+    unknown = fast - set(ids)
+    assert not unknown, f"fast-tier rows not in the table: {sorted(unknown)}"
+    return [
+        pytest.param(row, id=i, marks=() if i in fast else pytest.mark.slow)
+        for row, i in zip(table, ids, strict=True)
+    ]
+
+
 def pytest_generate_tests(metafunc):
     if "opt_case" in metafunc.fixturenames:
-        metafunc.parametrize(
-            "opt_case", OPTIMIZER_TABLE, ids=[_case_id(c) for c in OPTIMIZER_TABLE]
-        )
+        ids = [_case_id(c) for c in OPTIMIZER_TABLE]
+        metafunc.parametrize("opt_case", _rows(OPTIMIZER_TABLE, ids, FAST_OPTIMIZERS))
     if "transform_case" in metafunc.fixturenames:
-        metafunc.parametrize(
-            "transform_case", TRANSFORM_TABLE, ids=[c[0] for c in TRANSFORM_TABLE]
-        )
+        ids = [c[0] for c in TRANSFORM_TABLE]
+        metafunc.parametrize("transform_case", _rows(TRANSFORM_TABLE, ids, FAST_TRANSFORMS))

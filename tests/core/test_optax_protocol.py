@@ -61,6 +61,7 @@ def test_extra_args_reach_the_members_that_take_them():
     _run_both(ours, ref, params, grads, value=jnp.array(3.0))
 
 
+@pytest.mark.slow
 def test_extra_args_are_not_given_to_members_without_support():
     seen = []
 

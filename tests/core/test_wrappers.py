@@ -53,6 +53,7 @@ def test_apply_if_finite_skips_like_optax():
     assert int(s1.total_notfinite) == 3 and bool(s1.last_finite)
 
 
+@pytest.mark.slow
 def test_multisteps_with_skip_function_and_schedule_like_optax():
     every_k = lambda step: jnp.where(step < 1, 2, 3)
     grads = grad_sequence(9, bad=(3,))
@@ -164,6 +165,7 @@ def test_float16_global_norm_clipping_is_safe():
     np.testing.assert_array_equal(np.asarray(ref["a"], np.float32), 0.0)
 
 
+@pytest.mark.slow
 def test_float16_adafactor_zero_gradients_stay_finite():
     # epsilon = 1e-30 underflows in float16, where optax computes 0 * 0**-0.5.
     params = {"w": jnp.ones((3, 4), jnp.float16), "v": jnp.ones(5, jnp.float16)}

@@ -245,6 +245,7 @@ def test_errors():
         jc.proximal_iterate(jc.EmptyState(), w)
 
 
+@pytest.mark.slow
 def test_fista_beats_ista_on_an_ill_conditioned_problem():
     """f = 0.5 sum d_i (w_i - c_i)^2 with d from 1 down to 1e-3: the Lasso
     solution is soft_threshold(c, l1 / d) in closed form."""

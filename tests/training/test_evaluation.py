@@ -48,6 +48,7 @@ def python_run(opt, loss, params, steps, *, data=DATA, batch_size=None, key=None
     return params, seen
 
 
+@pytest.mark.slow
 def test_fit_evals_equal_eager_evaluation_of_a_python_loop():
     opt = jc.adam(0.05)
     res = jc.fit(mse, PARAMS, opt, DATA, steps=10, batch_size=8, key=jax.random.key(2),
@@ -72,6 +73,7 @@ def test_fit_evals_equal_eager_evaluation_of_a_python_loop():
                                rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_sweep_evals_equal_separate_runs_evaluated_eagerly():
     lrs = np.array([0.02, 0.1, 0.3])
     key = jax.random.key(4)
@@ -184,6 +186,7 @@ def test_keep_best_keeps_the_params_of_the_best_evaluation(overfit):
     assert not np.allclose(res.params[early], res.best_params_per_member[early])
 
 
+@pytest.mark.slow
 def test_divergence_is_reported_by_fit_and_frozen():
     res = jc.fit(mse, PARAMS, jc.sgd(50.0), DATA, steps=60, eval_fn=metrics, eval_data=VAL,
                  eval_every=2)

@@ -133,6 +133,7 @@ def test_fit_compiles_once_for_new_values():
     assert compiles == []
 
 
+@pytest.mark.slow
 def test_fit_progress_bar(capsys):
     res = jc.fit(mse, PARAMS, jc.sgd(0.05), DATA, steps=250, progress=True)
     err = capsys.readouterr().err

@@ -88,6 +88,7 @@ def test_unravel_tree_gives_the_tree_state():
     assert stacked[0].nu["dense"][0]["w"].shape == (2, 2, 3)
 
 
+@pytest.mark.slow
 def test_fit_flat_equals_tree():
     opt = jc.adam(0.05)
     params = init_params()
@@ -109,6 +110,7 @@ def test_sweep_flat_equals_tree():
     np.testing.assert_allclose(flat.losses, tree.losses, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_masked_optimizers_stay_on_the_tree():
     params = init_params()
     mask = jax.tree.map(lambda x: x.ndim == 2, params)

@@ -25,8 +25,9 @@ def assert_same(a, b):
 @pytest.mark.parametrize(
     "opt, kw",
     [
-        pytest.param(optax.sgd(0.05, momentum=0.9), {"batch_size": 8, **EVAL}, id="optax-eval"),
-        pytest.param(jc.adam(0.1), {}, id="jc.adam", marks=pytest.mark.slow),
+        pytest.param(optax.sgd(0.05, momentum=0.9), {}, id="optax"),
+        pytest.param(jc.adam(0.1), {"batch_size": 8, **EVAL}, id="jc.adam-eval",
+                     marks=pytest.mark.slow),
         pytest.param(jc.sgd(40.0), {"batch_size": 8, **EVAL}, id="diverging",
                      marks=pytest.mark.slow),
     ],
@@ -42,8 +43,8 @@ def test_fit_segments_equal_one_program(opt, kw):
     [
         pytest.param(functools.partial(optax.sgd, momentum=0.9),
                      {"batch_size": 8, "keep_best": True, "chunk_size": 2, **EVAL},
-                     id="optax-minibatch-eval-chunks"),
-        pytest.param(jc.adam, {}, id="jc-full", marks=pytest.mark.slow),
+                     id="optax-minibatch-eval-chunks", marks=pytest.mark.slow),
+        pytest.param(jc.adam, {}, id="jc-full"),
     ],
 )
 def test_sweep_segments_equal_one_program(optimizer_fn, kw):

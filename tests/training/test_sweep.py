@@ -33,6 +33,7 @@ def test_member_equals_fit(opt_case):
     assert not np.allclose(res.losses[0], res.losses[1])
 
 
+@pytest.mark.slow
 def test_several_hyperparameters_minibatch_and_seeds():
     grid = jc.grid_product(learning_rate=[0.01, 0.1], b1=[0.5, 0.9], seed=[0, 4])
     key = jax.random.key(5)
@@ -103,6 +104,7 @@ def test_chunking_is_bit_for_bit_without_matrix_products():
     assert chunked.losses.shape == (7, 100)
 
 
+@pytest.mark.slow
 def test_chunking_moves_matrix_products_by_rounding_only():
     # With a shared input, `x @ w` over the members is one matrix product whose
     # rows are the members; XLA:CPU's kernel for it (and so the order in which
