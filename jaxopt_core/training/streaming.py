@@ -40,15 +40,17 @@ batches stays under :data:`SEGMENT_BYTES` (64 MiB) of host memory, and at
 least 1.
 
 Resuming (checkpoints). The reader counts the batches it handed out
-(``BatchStream.position``). To resume at step ``n`` the source is opened with
-``start=n``: an iterable with a ``skip(n)`` method is asked for it
-(``skip(n)`` returns the iterable to read from, e.g. a ``tf.data`` or custom
-dataset, or returns None after advancing itself); any other is iterated
-afresh and its first ``n`` batches are consumed and dropped
-(restart-and-fast-forward). Either way the data given to the resumed call
-must yield the same batches in the same order as the first: a loader object
-iterated again, or a new generator built the same way (the resumed call is a
-new call, so a one-shot iterator works too, if it can be rebuilt).
+(``BatchStream.position``); a checkpoint taken after a segment needs to store
+only the step count ``t_done`` (the batches consumed). To resume, the stream
+is opened at ``start=t_done`` (:class:`ResumableStream` does it for a
+checkpointed run): an iterable with a ``skip(n)`` method is asked for it
+(``skip(n)`` returns the iterable to read from, as ``tf.data``'s does, or
+returns None after advancing itself); any other is iterated afresh and its
+first ``n`` batches are read and dropped (restart-and-fast-forward). Either
+way the data given to the resumed call must yield the same batches in the
+same order as the first: a loader object iterated again, or a new generator
+built the same way (the resumed call is a new call, so a generator works if
+it can be rebuilt).
 
 Errors. An exception raised by the iterator is re-raised as
 ``BatchIteratorError`` (a ``RuntimeError``) naming the step, chained
@@ -255,3 +257,48 @@ def run_stream_chunks(run_chunk: Callable, chunks: list, data: Iterable, *, step
         if progress:
             jax.block_until_ready(outs)
     return outs, trained
+
+
+class ResumableStream:
+    """A segmented runner fed from ``data``, for checkpointed runs: a drop-in
+    for ``run_fit_segmented`` or ``run_chunk_segmented`` (anything called as
+    ``run(*args, plan, state=..., losses=..., after=...)`` that accepts
+    ``batches=``) whose ``plan`` may start past step 0.
+
+    Each call opens ``data`` at the plan's first step (``skip(n)`` when the
+    iterable has it, else a new pass dropping ``n`` batches: see
+    :class:`~jaxopt_core.training.prefetch.BatchStream`) with segments of
+    ``length`` steps, so a run resumed from a checkpoint after ``t_done``
+    steps reads the batches from ``t_done`` on. The checkpoint needs to store
+    nothing about the stream but ``t_done``: the batches consumed. An empty
+    plan (the finish of a stopped run) reads nothing. The program functions
+    get ``data=None`` (the batches come stacked). ``steps_trained`` is the
+    last call's (less than ``steps`` when the stream ended with
+    ``allow_short``).
+
+    Example:
+        >>> from jaxopt_core.training.streaming import ResumableStream
+        >>> def run(plan, state=None, losses=None, after=None, batches=None):
+        ...     return [(t0, n, batches(t0, n).tolist()) for t0, n in plan]
+        >>> stream = ResumableStream(run, range(100), steps=10, length=4,
+        ...                          allow_short=False, put=lambda x: x)
+        >>> stream([(4, 4), (8, 2)])   # resumed after 4 steps: batches 4 .. 9
+        [(4, 4, [4, 5, 6, 7]), (8, 2, [8, 9])]
+    """
+
+    def __init__(self, run_segmented: Callable, data: Iterable, *, steps: int, length: int,
+                 allow_short: bool, put: Callable[[Any], Any]):
+        self.run_segmented, self.data, self.steps, self.length = run_segmented, data, steps, length
+        self.allow_short, self.put = allow_short, put
+        self.steps_trained = steps
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        *head, plan = args
+        plan = list(plan)
+        if not plan:
+            return self.run_segmented(*head, plan, **kwargs)
+        with StreamFeed(self.data, steps=self.steps, segment_steps=self.length,
+                        allow_short=self.allow_short, put=self.put, start=plan[0][0]) as feed:
+            out = self.run_segmented(*head, feed.plan(), batches=feed.batches, **kwargs)
+        self.steps_trained = feed.steps_trained
+        return out

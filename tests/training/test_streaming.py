@@ -15,8 +15,16 @@ from conftest import count_compiles
 
 import jaxopt_core as jc
 from jaxopt_core.training.batching import Batcher
+from jaxopt_core.training.fit import FitSpec, run_fit_segmented
+from jaxopt_core.training.layout_safety import resolve_layout
 from jaxopt_core.training.prefetch import BatchIteratorError
-from jaxopt_core.training.streaming import check_data, is_batch_iterable, segment_length
+from jaxopt_core.training.segments import segment_plan
+from jaxopt_core.training.streaming import (
+    ResumableStream,
+    check_data,
+    is_batch_iterable,
+    segment_length,
+)
 
 
 def _batches(count, n=4, d=3, seed=0):
@@ -242,6 +250,51 @@ def test_sweep_stream_edges():
     res = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(_batches(7)), grid=grid, steps=10,
                    allow_short=True)
     assert res.steps_trained == 7 and res.losses.shape == (2, 7)
+
+
+
+class _Stop(Exception):
+    pass
+
+
+class SkippingLoader(Loader):
+    """A loader with ``skip(n)``: resumed runs ask it, instead of dropping batches."""
+
+    skipped = None
+
+    def skip(self, n):
+        self.skipped = n
+        return Loader(self.batches[n:])
+
+
+@pytest.mark.parametrize("source", [Loader, SkippingLoader])
+def test_a_resumed_stream_run_reads_on_from_the_checkpointed_step(source):
+    """What a checkpointed run does (issue 13's hook): stop after a segment,
+    keep the state and losses, resume with the plan from t_done; the result
+    is the uninterrupted one, bit for bit."""
+    batches = _batches(20)
+    ref = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=20, segment_steps=4)
+    spec = FitSpec(_stream_mse, OPT, 20, None, resolve_layout("auto", OPT), 0, None)
+    saved = {}
+
+    def after(state, t_done, losses):
+        if t_done == 8:
+            saved.update(state=jax.tree.map(jnp.copy, state), losses=jnp.copy(losses))
+            raise _Stop
+
+    data = source(batches)
+    run = ResumableStream(run_fit_segmented, data, steps=20, length=4, allow_short=False,
+                          put=jax.device_put)
+    args = (spec, PARAMS, None, jax.random.key(0), np.int32(0), None)
+    with pytest.raises(_Stop):
+        run(*args, segment_plan(20, 4), after=after)
+    out = run(*args, segment_plan(20, 4, start=8), state=saved["state"],
+              losses=saved["losses"])
+    np.testing.assert_array_equal(out[2], ref.losses)
+    np.testing.assert_array_equal(out[0]["w"], ref.params["w"])
+    assert run.steps_trained == 20
+    if source is SkippingLoader:
+        assert data.skipped == 8
 
 
 def _rss() -> int:
