@@ -16,6 +16,7 @@ from pathlib import Path
 
 from jaxopt_core.app.datasets import DATASETS
 from jaxopt_core.app.models import MODELS
+from jaxopt_core.app.search_options import SEARCHES
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "momentum", "rmsprop", "adagrad", "proximal_gradient")
 DEFAULT_RUNS = Path("jaxopt_core_runs")
@@ -81,6 +82,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1; got {value}")
+    return value
+
+
+def _eta(text: str) -> int:
+    value = _positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2; got {value}")
     return value
 
 
@@ -156,6 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="number of devices to shard the members over (default: all)")
     sweep.add_argument("--top", type=int, default=10,
                        help="members shown in the table (0: all; the CSV has every member)")
+    sweep.add_argument("--sample", type=_positive_int, default=None, metavar="N",
+                       help="draw N members at random instead of crossing the values: the "
+                       "learning rate log-uniform over the --lr range, --l1/--l2 uniform over "
+                       "theirs (default: the grid)")
+    sweep.add_argument("--search", choices=SEARCHES, default="none",
+                       help="none: every member trains all steps; halving: successive halving "
+                       "(at each rung the best 1/eta go on); pbt: population-based training "
+                       "(every --pbt-every steps the worst quarter copy the best quarter and "
+                       "perturb their learning rates)")
+    sweep.add_argument("--eta", type=_eta, default=3,
+                       help="successive halving's reduction factor, an int >= 2")
+    sweep.add_argument("--pbt-every", type=_positive_int, default=None, metavar="N",
+                       help="steps between PBT rounds (default: a tenth of --steps)")
     show = sub.add_parser(
         "show", formatter_class=fmt, help="report a saved run again and redraw its figure",
         description="Print the table (or loss log) of a run folder written by sweep or fit "

@@ -86,6 +86,10 @@ class _Run(NamedTuple):
     progress: bool
     top: int
     options: dict  # every option as parsed, JSON data (for config.json)
+    search: str = "none"  # sweep --search, --eta, --pbt-every, --sample
+    eta: int = 3
+    pbt_every: int | None = None
+    sample: int | None = None
 
     def title(self) -> str:
         parts = [self.dataset.name, self.model.name, self.optimizer]
@@ -117,6 +121,7 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Run:
         parser.error(f"argument --model: model {name!r} cannot do {task}; use {other} "
                      f"({args.dataset} is a {task} dataset)")
     devices = _devices(args, parser)
+    searching = _searching(args, parser)
     _check_extras()
     dataset = load_dataset(args.dataset)
     model = make_model(name, dataset.task, dataset.n_features, dataset.n_outputs)
@@ -132,8 +137,23 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Run:
         learning_rates=args.lr, l1=args.l1, l2=args.l2,
         steps=args.steps, batch_size=args.batch_size, seed=args.seed, devices=devices,
         out=out, progress=not args.no_progress, top=getattr(args, "top", 0),
-        options=_options(args),
+        options=_options(args), **searching,
     )
+
+
+def _searching(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """``--search``, ``--eta``, ``--pbt-every`` and ``--sample`` of a sweep, checked."""
+    from jaxopt_core.app.search_options import sample_error, search_error
+
+    if args.command != "sweep":
+        return {}
+    k = args.sample or len(args.lr) * len(args.l1) * len(args.l2)
+    error = sample_error(args.lr, args.sample) or search_error(
+        args.search, args.steps, args.eta, args.pbt_every, k)
+    if error:
+        parser.error(error)
+    return {"search": args.search, "eta": args.eta, "pbt_every": args.pbt_every,
+            "sample": args.sample}
 
 
 def _devices(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list | None:
@@ -236,7 +256,8 @@ def _metric_key(model: Any) -> str:
 
 def _eval_fn(model: Any):
     """The validation of the command, run by ``fit``/``sweep`` inside the
-    compiled program after the last step: ``eval_data`` is ``(train, val)``."""
+    compiled program (a sweep: ten times along the run; a fit: after the last
+    step): ``eval_data`` is ``(train, val)``."""
     key = _metric_key(model)
 
     def evaluate(params, data):
@@ -252,17 +273,18 @@ def _run_sweep(run: _Run) -> int:
     from rich.console import Console
 
     from jaxopt_core.app.report import show_run, write_run
+    from jaxopt_core.app.search_options import eval_every, search_of, sweep_grid
     from jaxopt_core.core.masks import weights_only_mask
-    from jaxopt_core.training.grid import grid_product
     from jaxopt_core.training.sweep import sweep
 
     console = Console(soft_wrap=True)  # long paths stay whole, for copying
-    strengths = _given_strengths(run)
-    grid = grid_product(learning_rate=run.learning_rates, **{n: getattr(run, n) for n in strengths})
+    grid = sweep_grid(run.learning_rates, {n: getattr(run, n) for n in _given_strengths(run)},
+                      run.sample, run.seed)
     k = len(grid["learning_rate"])
     devices = run.devices or jax.devices()
     console.print(f"[bold]sweep[/bold] {run.title()}")
-    console.print(f"{k} members on {len(devices)} {devices[0].platform} device(s)")
+    console.print(f"{k} members on {len(devices)} {devices[0].platform} device(s)"
+                  + ("" if run.search == "none" else f", search: {run.search}"))
     init_key, data_key = jax.random.split(jax.random.key(run.seed))
     start = time.perf_counter()
     result = sweep(
@@ -271,12 +293,16 @@ def _run_sweep(run: _Run) -> int:
         key=data_key, devices=run.devices, progress=run.progress,
         penalty_mask=weights_only_mask, eval_fn=_eval_fn(run.model),
         eval_data=(run.dataset.train, run.dataset.val), rank_by=_metric_key(run.model),
-        rank_mode="max",
+        rank_mode="max", eval_every=eval_every(run.search, run.steps, run.pbt_every),
+        search=search_of(run.search, run.steps, run.eta, run.pbt_every, run.learning_rates),
     )
     seconds = time.perf_counter() - start
     config = _config(run, devices)
     paths = write_run(run.out, result, config)
     status = show_run(result, config, console, seconds=seconds)
+    if run.search != "none":
+        console.print(f"{run.search}: {result.member_steps} member-steps, "
+                      f"{result.member_steps / result.full_steps:.0%} of the full grid's")
     console.print("wrote " + "\n      ".join(str(p) for p in paths))
     return status
 

@@ -38,9 +38,11 @@ def _fmt(x: Any) -> str:
 def rank_members(frame: Any, metric: str) -> Any:
     """Set the ``rank`` column of a sweep's frame: 1 for the best validation
     ``metric`` (higher is better), ties broken by the lower ``val_loss``;
-    diverged members, whose metrics are NaN, come last. (The sweep itself
-    ranks by one metric, ties broken by training loss; accuracy on a small
-    validation split ties often, and validation loss is the better judge.)
+    diverged members, whose metrics are NaN, come last; with successive
+    halving (a ``stopped_at`` column) members stopped later come first. (The
+    sweep itself ranks by one metric, ties broken by training loss; accuracy
+    on a small validation split ties often, and validation loss is the better
+    judge.)
 
     Example:
         >>> import numpy as np, pandas as pd
@@ -49,8 +51,10 @@ def rank_members(frame: Any, metric: str) -> Any:
         >>> rank_members(f, "accuracy")["rank"].tolist()
         [2, 3, 1]
     """
-    order = frame.sort_values([f"val_{metric}", "val_loss"], ascending=[False, True],
-                              na_position="last", kind="stable").index
+    keys, ascending = [f"val_{metric}", "val_loss"], [False, True]
+    if "stopped_at" in frame:  # successive halving: members that went further first
+        keys, ascending = ["stopped_at", *keys], [False, *ascending]
+    order = frame.sort_values(keys, ascending=ascending, na_position="last", kind="stable").index
     frame["rank"] = 0
     frame.loc[order, "rank"] = np.arange(1, len(frame) + 1)
     return frame

@@ -152,6 +152,13 @@ ERRORS = [
     (["fit", "--l2", "0:1:3"], "--l2"),
     (["fit", "--devices", "1"], "--devices"),  # sweep-only option
     (["frobnicate"], "sweep,fit"),
+    (["--sample", "4", "--lr", "0.1"], "--sample"),
+    (["--sample", "0"], "--sample"),
+    (["--search", "grid"], "--search"),
+    (["--eta", "1"], "--eta"),
+    (["--search", "pbt", "--pbt-every", "300"], "--pbt-every"),
+    (["--search", "halving", "--steps", "5", "--lr", "1e-3:1:81"], "--search"),
+    (["fit", "--search", "pbt"], "--search"),  # sweep-only option
     (["show"], "folder"),
     (["show", "{a_file}"], "folder"),
 ]
@@ -181,7 +188,7 @@ def test_help_documents_every_option_with_default(command, capsys):
     options = ["--dataset", "--model", "--optimizer", "--lr", "--l1", "--l2", "--steps",
                "--batch-size", "--seed", "--out", "--no-progress"]
     if command == "sweep":
-        options += ["--devices", "--top"]
+        options += ["--devices", "--top", "--sample", "--search", "--eta", "--pbt-every"]
     for option in options:
         assert option in text
     for default in ("(default: digits)", "(default: auto)", "(default: adam)",
@@ -246,3 +253,32 @@ def test_every_member_diverged_says_so_and_exits_3(tmp_path, capsys):
     assert main(["show", str(out), "--png", str(tmp_path / "again.png")]) == 3
     assert "every member diverged" in capsys.readouterr().out
     assert (tmp_path / "again.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_sweep_with_successive_halving(tmp_path, capsys):
+    out = tmp_path / "halving"
+    argv = ["sweep", "--dataset", "breast_cancer", "--lr", "1e-3:1:9", "--steps", "27",
+            "--search", "halving", "--devices", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "search: halving" in text and "halving: 63 member-steps, 26% of the full" in text
+    rows = _rows(out / "sweep.csv")
+    assert sorted(int(r["stopped_at"]) for r in rows) == [3] * 6 + [9] * 2 + [27]
+    best = min(rows, key=lambda r: int(r["rank"]))
+    assert int(best["stopped_at"]) == 27 and float(best["val_accuracy"]) > 0.5
+
+
+def test_sweep_samples_members_and_runs_pbt(tmp_path, capsys):
+    out = tmp_path / "pbt"
+    argv = ["sweep", "--dataset", "breast_cancer", "--lr", "1e-3:0.3:4", "--sample", "6",
+            "--steps", "20", "--search", "pbt", "--pbt-every", "5", "--devices", "1",
+            "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert "search: pbt" in capsys.readouterr().out
+    rows = _rows(out / "sweep.csv")
+    assert len(rows) == 6
+    for column in ("learning_rate", "learning_rate_final"):  # drawn and kept in the --lr range
+        assert all(1e-3 * (1 - 1e-6) <= float(r[column]) <= 0.3 * (1 + 1e-6) for r in rows)
+    assert len({r["learning_rate"] for r in rows}) == 6  # random draws, not a 4-value grid
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["search"] == "pbt" and config["options"]["sample"] == 6
