@@ -31,6 +31,18 @@ def test_notebooks_match_their_generator():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_notebooks_are_stored_with_their_outputs():
+    # build_notebooks.py executes them before writing, so the repository page
+    # shows the figures; every code cell ran, none failed.
+    nbformat = pytest.importorskip("nbformat")
+    for path in NOTEBOOKS:
+        cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+        assert all(c.execution_count is not None for c in cells), path.name
+        outputs = [o for c in cells for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], path.name
+        assert len([o for o in outputs if "image/png" in o.get("data", {})]) >= 2, path.name
+
+
 def test_notebooks_install_without_local_paths():
     nbformat = pytest.importorskip("nbformat")
     for path in NOTEBOOKS:
