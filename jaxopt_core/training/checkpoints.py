@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxopt_core.training.fingerprint import CheckpointMismatchError, differences
 from jaxopt_core.training.tree_codec import is_key_array
@@ -167,7 +168,8 @@ class CheckpointStore:
         returns once the arrays are on the host, writes in the background."""
         args = self._ocp.args
         self._manager.save(step, args=args.Composite(
-            state=args.StandardSave(_no_keys(state)), meta=args.JsonSave(meta)), force=True)
+            state=args.StandardSave(_without_empty(_no_keys(state))), meta=args.JsonSave(meta)),
+            force=True)
 
     def read_meta(self, step: int) -> dict:
         """The ``meta`` dict saved with ``step``."""
@@ -179,8 +181,8 @@ class CheckpointStore:
         containers, dtypes and shardings (see :func:`abstract_target`)."""
         args = self._ocp.args
         out = self._manager.restore(step, args=args.Composite(
-            state=args.StandardRestore(target), meta=args.JsonRestore()))
-        return out.state, out.meta
+            state=args.StandardRestore(_without_empty(target)), meta=args.JsonRestore()))
+        return _with_empty(out.state, target), out.meta
 
     def wait(self) -> None:
         """Block until the last save is on disk."""
@@ -202,6 +204,22 @@ class CheckpointStore:
         for step in self.all_steps():
             shutil.rmtree(self.directory / str(step), ignore_errors=True)
         (self.directory / FINGERPRINT).unlink(missing_ok=True)
+
+
+def _without_empty(tree: Any) -> Any:
+    """Zero-size arrays (which orbax refuses to write) as None."""
+    return jax.tree.map(lambda x: None if x.size == 0 else x, tree)
+
+
+def _with_empty(tree: Any, target: Any) -> Any:
+    """The zero-size arrays of ``target`` put back where ``tree`` has None."""
+
+    def one(t, x):
+        if t is None or x is not None:
+            return x
+        return jax.device_put(jnp.zeros(t.shape, t.dtype), t.sharding)
+
+    return jax.tree.map(one, target, tree, is_leaf=lambda x: x is None)
 
 
 def _no_keys(tree: Any) -> Any:

@@ -41,7 +41,13 @@ from jaxopt_core.training.evaluation import (
 from jaxopt_core.training.layout import layout_loss, ravel, unravel_tree
 from jaxopt_core.training.layout_safety import resolve_layout
 from jaxopt_core.training.progress import ProgressBar, report_every, tick
-from jaxopt_core.training.segments import check_segment_steps, run_segments, segment_plan
+from jaxopt_core.training.resumable import (
+    Checkpointed,
+    checkpoint_cadence,
+    run_fingerprint,
+    run_fit_checkpointed,
+)
+from jaxopt_core.training.segments import run_segments, segment_plan
 from jaxopt_core.training.step import check_callable, check_optimizer
 from jaxopt_core.training.streaming import StreamFeed, check_data, truncate_evals
 
@@ -109,6 +115,8 @@ def fit(
     eval_every: int | None = None,
     segment_steps: int | None = None,
     allow_short: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
 ) -> FitResult:
     """Train ``params`` for ``steps`` steps in one compiled ``lax.scan``.
 
@@ -176,6 +184,16 @@ def fit(
             over 64 MiB).
         allow_short: with an iterable that ends before ``steps`` batches,
             stop there (``steps_trained`` says where) instead of raising.
+        checkpoint_dir: a folder: save a checkpoint (orbax) every
+            ``checkpoint_every`` steps and resume from the last complete one
+            when called again with the same arguments (bit for bit the
+            result of an uninterrupted run); Ctrl-C stops at the next
+            checkpoint and raises :class:`~jaxopt_core.Interrupted`. See
+            :mod:`jaxopt_core.training.resumable`. Not with an iterable of
+            batches.
+        checkpoint_every: steps between checkpoints (a multiple of
+            ``segment_steps`` if given); default ``segment_steps``, else
+            ``ceil(steps / 10)``.
 
     Returns:
         A :class:`FitResult` ``(params, opt_state, losses, diverged,
@@ -222,11 +240,23 @@ def fit(
     plan = check_evaluation(eval_fn, eval_data, eval_every, steps, params)
     every = report_every(steps) if progress else 0
     spec = FitSpec(loss_fn, optimizer, steps, batch_size, flat, every, plan)
-    if segment_steps is not None:
-        segment_steps = check_segment_steps("segment_steps", segment_steps)
+    segment_steps, ck_every = checkpoint_cadence(checkpoint_dir, checkpoint_every,
+                                                 segment_steps, steps)
+    if streamed and checkpoint_dir is not None:
+        raise ValueError("checkpoint_dir needs data arrays: an iterable of batches cannot be "
+                         "rewound to resume (pass the arrays, with batch_size)")
     trained = steps
     with ProgressBar(progress, total=steps, desc="fit") as bar:
-        if streamed:
+        if checkpoint_dir is not None:
+            fingerprint = run_fingerprint(
+                "fit", spec, {"key": jax.random.key_data(key), "segment_steps": segment_steps,
+                              "checkpoint_every": ck_every},
+                {"params": params, "data": data, "eval_data": eval_data})
+            out = run_fit_checkpointed(
+                Checkpointed(checkpoint_dir, fingerprint, steps, ck_every),
+                (fit_start, run_fit_segmented), spec, params, data, key, bar.token_array(),
+                eval_data, segment_steps, functools.partial(_result, spec))
+        elif streamed:
             out, trained = _fit_stream(spec, params, data, key, bar.token_array(), eval_data,
                                        segment_steps, allow_short)
         elif segment_steps is None:
@@ -236,11 +266,17 @@ def fit(
                                     segment_plan(steps, segment_steps))
         if progress:
             jax.block_until_ready(out)
+    return _result(spec, out, trained)
+
+
+def _result(spec: FitSpec, out: tuple, trained: int) -> FitResult:
+    """The :class:`FitResult` of the program's outputs after ``trained`` steps."""
     params, opt_state, losses, diverged, diverged_at, evals = out
+    plan = spec.plan
     # jit returns dicts with sorted keys: restore eval_fn's order.
     evals = {n: evals[n] for n in plan.names} if plan else {}
-    taken = eval_steps(steps, plan.every) if plan else np.zeros(0, np.int32)
-    evals, taken = truncate_evals(evals, taken, trained, steps)
+    taken = eval_steps(spec.steps, plan.every) if plan else np.zeros(0, np.int32)
+    evals, taken = truncate_evals(evals, taken, trained, spec.steps)
     return FitResult(params, opt_state, losses, diverged, diverged_at, evals, taken, trained)
 
 

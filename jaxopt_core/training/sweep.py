@@ -73,6 +73,7 @@ the host.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -103,6 +104,12 @@ from jaxopt_core.training.program import (
 from jaxopt_core.training.progress import ProgressBar, report_every
 from jaxopt_core.training.ranking import resolve_rank_by
 from jaxopt_core.training.results import SweepResult
+from jaxopt_core.training.resumable import (
+    Checkpointed,
+    checkpoint_cadence,
+    run_sweep_checkpointed,
+    sweep_fingerprint,
+)
 from jaxopt_core.training.search.halving import SuccessiveHalving
 from jaxopt_core.training.search.halving_run import run_halving
 from jaxopt_core.training.search.pbt_program import pbt_outputs
@@ -147,6 +154,8 @@ def sweep(
     segment_steps: int | None = None,
     search: Any = None,
     allow_short: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
 ) -> SweepResult:
     r"""Train one member per grid entry, all K in one compiled program.
 
@@ -239,6 +248,20 @@ def sweep(
             Not with an iterable of batches.
         allow_short: with an iterable that ends before ``steps`` batches,
             stop there (``steps_trained`` says where) instead of raising.
+        checkpoint_dir: a folder: save a checkpoint (orbax: every member's
+            params, optimizer state, flags, data order, losses, evaluations,
+            PBT state) every ``checkpoint_every`` steps, and resume from the
+            last complete one when called again with the same arguments,
+            giving the result of an uninterrupted run bit for bit; Ctrl-C
+            stops at the next segment boundary, saves, and raises
+            :class:`~jaxopt_core.Interrupted` with the partial result. A
+            folder written by another configuration is refused
+            (:class:`~jaxopt_core.CheckpointMismatchError`). See
+            :mod:`jaxopt_core.training.resumable`. Not with an iterable of
+            batches or successive halving.
+        checkpoint_every: steps between checkpoints (a multiple of
+            ``segment_steps`` if given); default ``segment_steps``, else
+            ``ceil(steps / 10)``.
 
     Returns:
         A :class:`SweepResult`.
@@ -285,6 +308,11 @@ def sweep(
     init_fn = params if is_init_fn(params) else None
     params_like = jax.eval_shape(init_fn, key) if init_fn else params
     check_search(search, segment_steps)
+    if checkpoint_dir is not None and (streamed or isinstance(search, SuccessiveHalving)):
+        got = "an iterable of batches" if streamed else f"search={search!r}"
+        raise ValueError(f"checkpoint_dir needs data arrays and no successive_halving; got {got}")
+    segment_steps, ck_every = checkpoint_cadence(checkpoint_dir, checkpoint_every,
+                                                 segment_steps, steps)
     eval_every = search_eval_every(search, eval_fn, eval_every)
     plan = check_evaluation(eval_fn, eval_data, eval_every, steps, params_like)
     rank_by = resolve_rank_by(rank_by, rank_mode, plan.names if plan else (), keep_best)
@@ -322,6 +350,16 @@ def sweep(
             allow_short=allow_short, put=functools.partial(put_on_mesh, sharding=replicated),
             progress=progress)
         out = _concat(outs)
+    elif checkpoint_dir is not None:
+        shapes = {"params": None if init_fn else params, "data": data, "eval_data": eval_data}
+        ck = Checkpointed(checkpoint_dir, sweep_fingerprint(spec, hp, key, chunks, shapes,
+                                                            segment_steps, ck_every),
+                          steps, ck_every)
+        out = run_sweep_checkpointed(
+            ck, (sweep_start, run_chunk_segmented), spec, shared,
+            put_on_mesh(eval_data, replicated), chunks, progress, segment_steps,
+            lambda out, n: _collect(out, {h: v[:min(n, k)] for h, v in hp.items()}, min(n, k),
+                                    plan, rank_by, rank_mode))
     else:
         out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress,
                           segment_steps)

@@ -18,7 +18,8 @@ def _state():
     p = {"w": jnp.arange(3.0), "b": jnp.array(0.5)}
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.1))
     return {"p": p, "s": opt.init(p), "jc": jc.adam(0.1).init(p), "alive": jnp.array([True, False]),
-            "key_data": jax.random.key_data(jax.random.key(3)), "ev": None, "empty": {}}
+            "key_data": jax.random.key_data(jax.random.key(3)), "ev": None, "empty": {},
+            "no_rows": jnp.zeros((0, 3), jnp.int32)}
 
 
 def _equal(a, b):

@@ -1,0 +1,190 @@
+"""Checkpointed fit and sweep (jaxopt_core.training.resumable): a resumed run
+equals the uninterrupted one bit for bit; Ctrl-C stops at a segment boundary
+with a partial result; another configuration is refused."""
+
+import functools
+import os
+import shutil
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import DATA, PARAMS, X, Y, mse
+
+import jaxopt_core as jc
+
+FIT_KW = {"steps": 23, "batch_size": 8, "eval_fn": mse, "eval_data": (X[:8], Y[:8]),
+          "eval_every": 7}
+_ARMED = []
+
+
+def assert_same(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _interrupt(_):
+    if _ARMED:
+        _ARMED.clear()
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def ctrl_c_mse(params, batch):
+    """mse that, when armed, sends this process one SIGINT from inside the run."""
+    jax.debug.callback(_interrupt, 0)
+    return mse(params, batch)
+
+
+def _keep_only(folder, step):
+    """Leave the checkpoint of ``step`` as the last complete one."""
+    for name in os.listdir(folder):
+        if name.isdigit() and int(name) > step:
+            shutil.rmtree(folder / name)
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [pytest.param(optax.adam(0.05), id="optax.adam"),
+     pytest.param(jc.sgd(0.1, momentum=0.9), id="jc.sgd", marks=pytest.mark.slow),
+     pytest.param(jc.sgd(40.0), id="diverging", marks=pytest.mark.slow)],
+)
+def test_fit_resumes_bit_for_bit(tmp_path, opt):
+    # Segmented runs equal the one-shot program (test_segments); this one shares their compiles.
+    whole = jc.fit(mse, PARAMS, opt, DATA, segment_steps=5, **FIT_KW)
+    first = jc.fit(mse, PARAMS, opt, DATA, checkpoint_dir=tmp_path, checkpoint_every=5, **FIT_KW)
+    assert_same(first, whole)
+    assert sorted(int(n) for n in os.listdir(tmp_path) if n.isdigit()) == [20, 23]
+    _keep_only(tmp_path, 20)  # as if killed during the last segment
+    resumed = jc.fit(mse, PARAMS, opt, DATA, checkpoint_dir=tmp_path, checkpoint_every=5, **FIT_KW)
+    assert_same(resumed, whole)
+    assert type(resumed.opt_state) is type(whole.opt_state)
+
+
+@pytest.mark.slow
+def test_fit_ctrl_c_stops_with_partial_and_resumes(tmp_path):
+    opt = optax.adam(0.05)
+    whole = jc.fit(ctrl_c_mse, PARAMS, opt, DATA, **FIT_KW)
+    before = signal.getsignal(signal.SIGINT)
+    _ARMED.append(True)
+    with pytest.raises(jc.Interrupted) as stop:
+        jc.fit(ctrl_c_mse, PARAMS, opt, DATA, checkpoint_dir=tmp_path, checkpoint_every=5, **FIT_KW)
+    assert signal.getsignal(signal.SIGINT) is before
+    err = stop.value
+    t = int(err.steps_trained)
+    assert t in (5, 10, 15) and err.checkpoint_dir == tmp_path
+    part = err.partial
+    assert part.steps_trained == t and part.losses.shape == (t,)
+    np.testing.assert_array_equal(part.losses, whole.losses[:t])
+    # Evaluations taken so far, then one after the steps trained.
+    assert part.eval_steps.tolist() == [s for s in (7, 14) if s < t] + [t]
+    resumed = jc.fit(ctrl_c_mse, PARAMS, opt, DATA, checkpoint_dir=tmp_path, checkpoint_every=5,
+                     **FIT_KW)
+    assert_same(resumed, whole)
+
+
+def test_another_configuration_is_refused(tmp_path):
+    jc.fit(mse, PARAMS, jc.adam(0.1), DATA, checkpoint_dir=tmp_path, steps=6,
+           checkpoint_every=3)
+    with pytest.raises(jc.CheckpointMismatchError, match="optimizer: checkpoint") as err:
+        jc.fit(mse, PARAMS, jc.adam(0.2), DATA, checkpoint_dir=tmp_path, steps=6,
+               checkpoint_every=3)
+    assert "steps" not in str(err.value)
+    with pytest.raises(jc.CheckpointMismatchError, match="steps: checkpoint '6', this call '8'"):
+        jc.fit(mse, PARAMS, jc.adam(0.1), DATA, checkpoint_dir=tmp_path, steps=8,
+               checkpoint_every=3)
+    with pytest.raises(jc.CheckpointMismatchError, match="params"):
+        jc.fit(mse, {"w": jnp.zeros(4), "b": jnp.zeros(())}, jc.adam(0.1), DATA,
+               checkpoint_dir=tmp_path, steps=6, checkpoint_every=3)
+
+
+def test_checkpoint_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint_every=5 was given without checkpoint_dir"):
+        jc.fit(mse, PARAMS, jc.adam(0.1), DATA, steps=6, checkpoint_every=5)
+    with pytest.raises(ValueError, match="checkpoint_every must be an int >= 1"):
+        jc.fit(mse, PARAMS, jc.adam(0.1), DATA, steps=6, checkpoint_dir=tmp_path,
+               checkpoint_every=0)
+    with pytest.raises(ValueError, match="multiple of segment_steps=2"):
+        jc.fit(mse, PARAMS, jc.adam(0.1), DATA, steps=6, checkpoint_dir=tmp_path,
+               checkpoint_every=3, segment_steps=2)
+    with pytest.raises(TypeError, match="checkpoint_dir must be a path"):
+        jc.fit(mse, PARAMS, jc.adam(0.1), DATA, steps=6, checkpoint_dir=3)
+
+
+def test_interrupt_guard_second_ctrl_c_raises_and_handler_comes_back():
+    from jaxopt_core.training.interruption import InterruptGuard
+
+    before = signal.getsignal(signal.SIGINT)
+    with InterruptGuard() as guard:
+        assert signal.getsignal(signal.SIGINT) == guard.handle
+        guard.handle(signal.SIGINT, None)
+        assert guard.requested
+        with pytest.raises(KeyboardInterrupt):
+            guard.handle(signal.SIGINT, None)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+GRID = {"learning_rate": np.array([0.01, 0.1, 1e30], np.float32), "seed": np.array([0, 1, 2])}
+SWEEP_KW = {"grid": GRID, "steps": 23, "batch_size": 8, "eval_fn": mse,
+            "eval_data": (X[:8], Y[:8]), "eval_every": 7, "keep_best": True}
+MOMENTUM = functools.partial(optax.sgd, momentum=0.9)
+
+
+@pytest.mark.parametrize(
+    "optimizer_fn, kw",
+    [pytest.param(MOMENTUM, {}, id="optax"),
+     pytest.param(MOMENTUM, {"chunk_size": 2}, id="chunks", marks=pytest.mark.slow),
+     pytest.param(jc.adam, {"segment_steps": 5, "checkpoint_every": 10}, id="jc.adam",
+                  marks=pytest.mark.slow)],
+)
+def test_sweep_resumes_bit_for_bit(tmp_path, optimizer_fn, kw):
+    kw = {"checkpoint_every": 5, **kw}
+    cut = {n: v for n, v in kw.items() if n != "checkpoint_every"}
+    whole = jc.sweep(mse, PARAMS, optimizer_fn, DATA, **SWEEP_KW,
+                     **{"segment_steps": 5, **cut})
+    first = jc.sweep(mse, PARAMS, optimizer_fn, DATA, checkpoint_dir=tmp_path, **SWEEP_KW, **kw)
+    assert whole.diverged.tolist() == [False, False, True]
+    assert_same(first, whole)
+    steps = sorted(int(n) for n in os.listdir(tmp_path) if n.isdigit())
+    _keep_only(tmp_path, steps[0])  # as if killed before the last two checkpoints
+    resumed = jc.sweep(mse, PARAMS, optimizer_fn, DATA, checkpoint_dir=tmp_path, **SWEEP_KW,
+                       **kw)
+    assert_same(resumed, whole)
+
+
+@pytest.mark.slow
+def test_sweep_ctrl_c_stops_with_partial_and_resumes(tmp_path):
+    whole = jc.sweep(ctrl_c_mse, PARAMS, MOMENTUM, DATA, segment_steps=5, **SWEEP_KW)
+    _ARMED.append(True)
+    with pytest.raises(jc.Interrupted) as stop:
+        jc.sweep(ctrl_c_mse, PARAMS, MOMENTUM, DATA, checkpoint_dir=tmp_path,
+                 checkpoint_every=5, **SWEEP_KW)
+    err = stop.value
+    t = int(err.steps_trained[0])
+    assert t in (5, 10, 15) and err.steps_trained.tolist() == [t] * 3
+    part = err.partial
+    assert part.steps_trained == t and part.losses.shape == (3, t)
+    np.testing.assert_array_equal(part.losses, whole.losses[:, :t])
+    assert part.diverged.tolist() == [False, False, True]
+    assert part.eval_steps.tolist() == [s for s in (7, 14) if s < t] + [t]
+    resumed = jc.sweep(ctrl_c_mse, PARAMS, MOMENTUM, DATA, checkpoint_dir=tmp_path,
+                       checkpoint_every=5, **SWEEP_KW)
+    assert_same(resumed, whole)
+
+
+def test_sweep_with_another_grid_is_refused(tmp_path):
+    grid = {"learning_rate": np.array([0.1, 0.2])}
+    jc.sweep(mse, PARAMS, jc.sgd, DATA, grid=grid, steps=4, checkpoint_dir=tmp_path,
+             checkpoint_every=2)
+    with pytest.raises(jc.CheckpointMismatchError, match=r"grid\['learning_rate'\]: checkpoint"):
+        jc.sweep(mse, PARAMS, jc.sgd, DATA, grid={"learning_rate": np.array([0.1, 0.3])},
+                 steps=4, checkpoint_dir=tmp_path, checkpoint_every=2)
+    with pytest.raises(jc.CheckpointMismatchError, match="checkpoint_every: checkpoint '2'"):
+        jc.sweep(mse, PARAMS, jc.sgd, DATA, grid=grid, steps=4, checkpoint_dir=tmp_path,
+                 checkpoint_every=4)
+    with pytest.raises(ValueError, match="checkpoint_dir needs data arrays"):
+        jc.sweep(mse, PARAMS, jc.sgd, iter([DATA] * 4), grid=grid, steps=4,
+                 checkpoint_dir=tmp_path)
