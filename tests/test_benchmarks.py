@@ -47,3 +47,21 @@ def test_smoke_run_writes_report_and_figure(tmp_path):
     png = tmp_path / "sweep_scaling.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _stamp(real) == before, "the smoke run must not overwrite benchmarks/RESULTS.md"
+
+
+def test_search_smoke_run_writes_report_and_figure(tmp_path):
+    out = tmp_path / "SEARCH_RESULTS.md"
+    real = REPO / "benchmarks" / "SEARCH_RESULTS.md"
+    before = _stamp(real)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "search.py"), "--smoke", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    for heading in ("## (a) Successive halving", "## (b) PBT", "## (c) Random and Sobol"):
+        assert heading in text, f"missing section {heading!r}"
+    assert "| successive halving, eta=3 |" in text and "| sobol |" in text
+    png = tmp_path / "search.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert _stamp(real) == before, "the smoke run must not overwrite SEARCH_RESULTS.md"
