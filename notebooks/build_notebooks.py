@@ -220,6 +220,66 @@ QUICKSTART = [
     plt.title("24 runs of Adam, one vmap")
     plt.show()
     '''),
+    md("""
+    ## 5. Batches from an iterator
+
+    Data too large for memory arrives batch by batch: from disk, a data
+    loader, a generator. `jc.fit` and `jc.sweep` take any iterable of batches
+    in place of arrays: step `t` trains on the `t`-th batch (`steps` counts
+    batches), the run stays compiled (the batches are stacked a segment at a
+    time and put on the device while the previous segment trains), and a
+    sweep's members all see the same batch. Here a generator makes fresh
+    samples of the noisy sine at every step.
+    """),
+    code('''
+    def sine_batches(steps, batch_size=64, seed=0):
+        """Fresh samples at every step, made on the fly: never all in memory."""
+        rng = np.random.default_rng(seed)
+        for _ in range(steps):
+            xb = rng.uniform(-2, 2, (batch_size, 1)).astype(np.float32)
+            yield xb, np.sin(3 * xb) + 0.1 * rng.standard_normal(xb.shape, dtype=np.float32)
+
+
+    streamed = jc.fit(loss_fn, params, opt, sine_batches(500), steps=500)
+    print(f"loss on the last batch: {float(streamed.losses[-1]):.4f}")
+    '''),
+    md("""
+    A PyTorch-style loader needs no torch: a class whose `__iter__` gives one
+    shuffled pass (an epoch) of NumPy batches. A sweep over learning rates
+    reads 40 epochs of it through a generator.
+    """),
+    code('''
+    class Loader:
+        """Each pass over it is a new shuffled epoch of (x, y) batches."""
+
+        def __init__(self, x, y, batch_size, seed=0):
+            self.x, self.y, self.batch_size = np.asarray(x), np.asarray(y), batch_size
+            self.rng = np.random.default_rng(seed)
+
+        def __len__(self):
+            return len(self.x) // self.batch_size
+
+        def __iter__(self):
+            order = self.rng.permutation(len(self.x))
+            for i in range(len(self)):
+                idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+                yield self.x[idx], self.y[idx]
+
+
+    loader = Loader(x, y, batch_size=32)  # 8 batches per epoch
+    epochs = (batch for _ in range(40) for batch in loader)
+    res = jc.sweep(loss_fn, params, jc.adam, epochs, steps=40 * len(loader),
+                   grid={"learning_rate": np.geomspace(1e-3, 1e-1, 5)})
+
+    plt.figure(figsize=(5, 3.5))
+    for lr, curve in zip(res.hparams["learning_rate"], res.losses):
+        plt.semilogy(curve, label=f"lr {lr:.3g}")
+    plt.xlabel("step (batch)")
+    plt.ylabel("minibatch loss")
+    plt.legend(fontsize="small")
+    plt.title("5 learning rates, one stream")
+    plt.show()
+    '''),
 ]
 
 
