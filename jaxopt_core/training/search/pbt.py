@@ -31,6 +31,10 @@ or :func:`~jaxopt_core.log_uniform`. ``seed``, integer entries and values
 drawn by :func:`~jaxopt_core.choice` are never changed: a copying member
 keeps its own (its minibatch order stays its own too).
 
+Records are per member *slot*: a member's ``losses``, ``evals`` and (with
+``keep_best``) best evaluation run across its copies, and ``parents`` says
+where each copy came from.
+
 The draws come from a key derived from the sweep's ``key`` and the round, so
 a PBT sweep is a deterministic function of its key. The members not copying
 compute exactly what the plain sweep computes up to the first copy.

@@ -146,3 +146,13 @@ def test_halving_dataframe_has_stopped_at_and_ranks_later_rungs_first(result):
     assert frame["rank"][result.best_index] == 1
     ranked = frame.sort_values("rank")["stopped_at"].to_numpy()
     assert np.all(np.diff(ranked) <= 0)
+
+
+def test_halving_keep_best_steps_stay_within_each_members_run():
+    def score(w, _):
+        return {"score": -jnp.sum((w - D) ** 2)}
+
+    res = halving(LRS[:9], 27, eval_fn=score, eval_data=0.0, eval_every=3, keep_best=True,
+                  rank_mode="max")
+    assert np.all((res.best_step >= 3) & (res.best_step <= res.stopped_at))
+    assert res.best_params_per_member.shape == (9, 2)
