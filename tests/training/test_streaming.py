@@ -3,6 +3,9 @@ of batches: same results as the array path and a Python loop over
 make_train_step, compiles, errors at the edges, bounded host memory."""
 
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import tracemalloc
@@ -295,6 +298,47 @@ def test_a_resumed_stream_run_reads_on_from_the_checkpointed_step(source):
     assert run.steps_trained == 20
     if source is SkippingLoader:
         assert data.skipped == 8
+
+
+
+DEVICES_SCRIPT = textwrap.dedent(
+    """
+    import jax, jax.numpy as jnp, numpy as np
+    import jaxopt_core as jc
+
+    assert jax.device_count() == 4, jax.devices()
+    rng = np.random.default_rng(0)
+    batches = [(rng.normal(size=(8, 3)).astype(np.float32),
+                rng.normal(size=8).astype(np.float32)) for _ in range(20)]
+
+    class Loader:
+        def __iter__(self):
+            return iter(batches)
+
+    def mse(w, b):
+        return jnp.mean((b[0] @ w - b[1]) ** 2)
+
+    grid = {"learning_rate": np.geomspace(1e-3, 1e-1, 6)}  # 6 members on 4 devices: padded
+    def run(**kw):
+        return jc.sweep(mse, jnp.zeros(3), jc.sgd, Loader(), grid=grid, steps=20,
+                        segment_steps=8, eval_fn=mse, eval_data=batches[0], **kw)
+    one = run(devices=jax.devices()[:1])
+    for r in (run(), run(chunk_size=3), run(devices=jax.devices()[1:3])):
+        np.testing.assert_allclose(r.losses, one.losses, rtol=1e-5)
+        np.testing.assert_allclose(r.evals["eval"], one.evals["eval"], rtol=1e-5)
+        assert r.losses.shape == (6, 20) and r.steps_trained == 20
+    print("OK")
+    """
+)
+
+
+@pytest.mark.slow
+def test_sweep_on_a_stream_across_four_devices_equals_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", DEVICES_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]
 
 
 def _rss() -> int:
