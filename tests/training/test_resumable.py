@@ -3,9 +3,14 @@ equals the uninterrupted one bit for bit; Ctrl-C stops at a segment boundary
 with a partial result; another configuration is refused."""
 
 import functools
+import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -188,3 +193,71 @@ def test_sweep_with_another_grid_is_refused(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_dir needs data arrays"):
         jc.sweep(mse, PARAMS, jc.sgd, iter([DATA] * 4), grid=grid, steps=4,
                  checkpoint_dir=tmp_path)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    import jaxopt_core as jc
+
+    assert jax.device_count() == 4, jax.devices()
+    mode, folder, out = sys.argv[1:]
+    X = jax.random.normal(jax.random.key(0), (64, 3))
+    Y = X @ jnp.array([1.0, -2.0, 0.5])
+
+    def mse(p, batch):
+        x, y = batch
+        return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+    kw = dict(grid={"learning_rate": np.r_[np.logspace(-3, -1, 7), 1e30],
+                    "seed": np.arange(8)},
+              steps=400, batch_size=8, eval_fn=mse, eval_data=(X[:16], Y[:16]), eval_every=50)
+    params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
+    if mode == "whole":
+        res = jc.sweep(mse, params, jc.adam, (X, Y), segment_steps=10, **kw)
+    else:
+        res = jc.sweep(mse, params, jc.adam, (X, Y), checkpoint_dir=folder,
+                       checkpoint_every=10, **kw)
+    res.save(out)
+    print("SHARDING" + json.dumps([str(res.params["w"].sharding.spec),
+                                   len(res.params["w"].sharding.device_set)]))
+    """
+)
+
+
+@pytest.mark.slow
+def test_sweep_killed_with_sigkill_resumes_in_another_process(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    folder = tmp_path / "ckpt"
+
+    def run(mode, out):
+        return subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, mode, str(folder),
+                                 str(tmp_path / out)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    victim = run("resume", "never.npz")
+    deadline = time.monotonic() + 240
+    while not (folder.exists() and any(n.isdigit() for n in os.listdir(folder))):
+        assert victim.poll() is None, victim.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (tmp_path / "never.npz").exists()
+    left = sorted(int(n) for n in os.listdir(folder) if n.isdigit())
+    assert left and left[-1] < 400, left
+    procs = [run("resume", "resumed.npz"), run("whole", "whole.npz")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr[-3000:]
+        # The members stay sharded over the 4 devices, resumed or not.
+        line = next(x for x in stdout.splitlines() if x.startswith("SHARDING"))
+        spec, n_devices = json.loads(line[len("SHARDING"):])
+        assert "members" in spec and n_devices == 4
+    resumed = jc.load_result(tmp_path / "resumed.npz")
+    whole = jc.load_result(tmp_path / "whole.npz")
+    assert whole.diverged.tolist() == [False] * 7 + [True]
+    assert_same(resumed, whole)
