@@ -261,3 +261,17 @@ def test_sweep_killed_with_sigkill_resumes_in_another_process(tmp_path):
     whole = jc.load_result(tmp_path / "whole.npz")
     assert whole.diverged.tolist() == [False] * 7 + [True]
     assert_same(resumed, whole)
+
+
+@pytest.mark.slow
+def test_pbt_sweep_resumes_bit_for_bit(tmp_path):
+    # The population-based training state is part of the SweepState carry.
+    kw = {"grid": {"learning_rate": np.logspace(-3, -1, 4)}, "steps": 20, "batch_size": 8,
+          "eval_fn": mse, "eval_data": (X[:8], Y[:8]), "search": jc.pbt(5)}
+    whole = jc.sweep(mse, PARAMS, jc.sgd, DATA, segment_steps=5, **kw)
+    jc.sweep(mse, PARAMS, jc.sgd, DATA, checkpoint_dir=tmp_path, checkpoint_every=5, **kw)
+    _keep_only(tmp_path, 15)
+    resumed = jc.sweep(mse, PARAMS, jc.sgd, DATA, checkpoint_dir=tmp_path, checkpoint_every=5,
+                       **kw)
+    assert whole.hparams_history is not None
+    assert_same(resumed, whole)
