@@ -49,7 +49,13 @@ from jaxopt_core.training.resumable import (
 )
 from jaxopt_core.training.segments import run_segments, segment_plan
 from jaxopt_core.training.step import check_callable, check_optimizer
-from jaxopt_core.training.streaming import StreamFeed, check_data, truncate_evals
+from jaxopt_core.training.streaming import (
+    STREAM,
+    ResumableStream,
+    StreamFeed,
+    check_data,
+    truncate_evals,
+)
 
 
 class FitResult(NamedTuple):
@@ -189,8 +195,11 @@ def fit(
             when called again with the same arguments (bit for bit the
             result of an uninterrupted run); Ctrl-C stops at the next
             checkpoint and raises :class:`~jaxopt_core.Interrupted`. See
-            :mod:`jaxopt_core.training.resumable`. Not with an iterable of
-            batches.
+            :mod:`jaxopt_core.training.resumable`. With an iterable of
+            batches the resumed call reads on from the checkpointed step: it
+            calls ``data.skip(t)`` if ``data`` has it, else reads and drops
+            ``t`` batches, so ``data`` must yield the same batches again (see
+            :mod:`jaxopt_core.training.streaming`).
         checkpoint_every: steps between checkpoints (a multiple of
             ``segment_steps`` if given); default ``segment_steps``, else
             ``ceil(steps / 10)``.
@@ -242,20 +251,22 @@ def fit(
     spec = FitSpec(loss_fn, optimizer, steps, batch_size, flat, every, plan)
     segment_steps, ck_every = checkpoint_cadence(checkpoint_dir, checkpoint_every,
                                                  segment_steps, steps)
-    if streamed and checkpoint_dir is not None:
-        raise ValueError("checkpoint_dir needs data arrays: an iterable of batches cannot be "
-                         "rewound to resume (pass the arrays, with batch_size)")
     trained = steps
     with ProgressBar(progress, total=steps, desc="fit") as bar:
         if checkpoint_dir is not None:
             fingerprint = run_fingerprint(
                 "fit", spec, {"key": jax.random.key_data(key), "segment_steps": segment_steps,
                               "checkpoint_every": ck_every},
-                {"params": params, "data": data, "eval_data": eval_data})
+                {"params": params, "data": STREAM if streamed else data, "eval_data": eval_data})
+            # A stream is opened where the plan starts: 0, or the resumed step.
+            run = (ResumableStream(run_fit_segmented, data, steps=steps, length=segment_steps,
+                                   allow_short=allow_short, put=jax.device_put)
+                   if streamed else run_fit_segmented)
             out = run_fit_checkpointed(
                 Checkpointed(checkpoint_dir, fingerprint, steps, ck_every),
-                (fit_start, run_fit_segmented), spec, params, data, key, bar.token_array(),
-                eval_data, segment_steps, functools.partial(_result, spec))
+                (fit_start, run), spec, params, None if streamed else data, key,
+                bar.token_array(), eval_data, segment_steps, functools.partial(_result, spec))
+            trained = run.steps_trained if streamed else steps
         elif streamed:
             out, trained = _fit_stream(spec, params, data, key, bar.token_array(), eval_data,
                                        segment_steps, allow_short)

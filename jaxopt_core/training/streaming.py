@@ -78,6 +78,8 @@ from jaxopt_core.training.prefetch import (
 )
 from jaxopt_core.training.progress import ProgressBar
 
+# What a checkpoint's fingerprint records for data given as an iterable of batches.
+STREAM = "an iterable of batches"
 # Default ceiling on the steps of one segment, and on its host bytes.
 DEFAULT_SEGMENT_STEPS = 100
 SEGMENT_BYTES = 64 * 2**20

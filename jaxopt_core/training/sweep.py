@@ -127,7 +127,13 @@ from jaxopt_core.training.sharding import (
     put_on_mesh,
 )
 from jaxopt_core.training.step import check_callable
-from jaxopt_core.training.streaming import check_data, run_stream_chunks, truncate_evals
+from jaxopt_core.training.streaming import (
+    STREAM,
+    ResumableStream,
+    check_data,
+    run_stream_chunks,
+    truncate_evals,
+)
 
 
 def sweep(
@@ -257,8 +263,10 @@ def sweep(
             :class:`~jaxopt_core.Interrupted` with the partial result. A
             folder written by another configuration is refused
             (:class:`~jaxopt_core.CheckpointMismatchError`). See
-            :mod:`jaxopt_core.training.resumable`. Not with an iterable of
-            batches or successive halving.
+            :mod:`jaxopt_core.training.resumable`. Not with successive
+            halving. With an iterable of batches (and one chunk of members)
+            the resumed call reads on from the checkpointed step, as in
+            :func:`fit`.
         checkpoint_every: steps between checkpoints (a multiple of
             ``segment_steps`` if given); default ``segment_steps``, else
             ``ceil(steps / 10)``.
@@ -308,9 +316,8 @@ def sweep(
     init_fn = params if is_init_fn(params) else None
     params_like = jax.eval_shape(init_fn, key) if init_fn else params
     check_search(search, segment_steps)
-    if checkpoint_dir is not None and (streamed or isinstance(search, SuccessiveHalving)):
-        got = "an iterable of batches" if streamed else f"search={search!r}"
-        raise ValueError(f"checkpoint_dir needs data arrays and no successive_halving; got {got}")
+    if checkpoint_dir is not None and isinstance(search, SuccessiveHalving):
+        raise ValueError(f"checkpoint_dir needs no successive_halving; got search={search!r}")
     segment_steps, ck_every = checkpoint_cadence(checkpoint_dir, checkpoint_every,
                                                  segment_steps, steps)
     eval_every = search_eval_every(search, eval_fn, eval_every)
@@ -342,7 +349,7 @@ def sweep(
     if segment_steps is not None:
         segment_steps = check_segment_steps("segment_steps", segment_steps)
     trained = steps
-    if streamed:
+    if streamed and checkpoint_dir is None:
         run = functools.partial(run_chunk_segmented, spec, shared,
                                 put_on_mesh(eval_data, replicated))
         outs, trained = run_stream_chunks(
@@ -351,15 +358,25 @@ def sweep(
             progress=progress)
         out = _concat(outs)
     elif checkpoint_dir is not None:
-        shapes = {"params": None if init_fn else params, "data": data, "eval_data": eval_data}
+        if streamed and len(chunks) > 1:
+            raise ValueError(f"checkpoint_dir with an iterable of batches needs the members in "
+                             f"one chunk; chunk_size={chunk_size!r} makes {len(chunks)}")
+        # A stream is opened where the plan starts: 0, or the resumed step.
+        run = (ResumableStream(run_chunk_segmented, data, steps=steps, length=segment_steps,
+                               allow_short=allow_short,
+                               put=functools.partial(put_on_mesh, sharding=replicated))
+               if streamed else run_chunk_segmented)
+        shapes = {"params": None if init_fn else params, "data": STREAM if streamed else data,
+                  "eval_data": eval_data}
         ck = Checkpointed(checkpoint_dir, sweep_fingerprint(spec, hp, key, chunks, shapes,
                                                             segment_steps, ck_every),
                           steps, ck_every)
         out = run_sweep_checkpointed(
-            ck, (sweep_start, run_chunk_segmented), spec, shared,
+            ck, (sweep_start, run), spec, shared,
             put_on_mesh(eval_data, replicated), chunks, progress, segment_steps,
             lambda out, n: _collect(out, {h: v[:min(n, k)] for h, v in hp.items()}, min(n, k),
                                     plan, rank_by, rank_mode))
+        trained = run.steps_trained if streamed else steps
     else:
         out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress,
                           segment_steps)

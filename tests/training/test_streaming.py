@@ -3,6 +3,7 @@ of batches: same results as the array path and a Python loop over
 make_train_step, compiles, errors at the edges, bounded host memory."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -299,6 +300,58 @@ def test_a_resumed_stream_run_reads_on_from_the_checkpointed_step(source):
     if source is SkippingLoader:
         assert data.skipped == 8
 
+
+
+
+def _same(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _keep_only(folder, step):
+    """Leave the checkpoint of ``step`` as the last complete one (as if killed after it)."""
+    for name in os.listdir(folder):
+        if name.isdigit() and int(name) > step:
+            shutil.rmtree(folder / name)
+
+
+def test_checkpointed_fit_on_a_stream_resumes_reading_on(tmp_path):
+    batches = _batches(23)
+    kw = dict(steps=23, eval_fn=_stream_mse, eval_data=batches[0], eval_every=7)
+    whole = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), segment_steps=5, **kw)
+    first = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), checkpoint_dir=tmp_path,
+                   checkpoint_every=5, **kw)
+    _same(first, whole)
+    _keep_only(tmp_path, 10)
+    # A new generator, fast-forwarded past the 10 batches already trained on ...
+    resumed = jc.fit(_stream_mse, PARAMS, OPT, (b for b in batches), checkpoint_dir=tmp_path,
+                     checkpoint_every=5, **kw)
+    _same(resumed, whole)
+    _keep_only(tmp_path, 20)  # the resumed run kept its last two: 20 and 23
+    # ... or a loader asked to skip the 20 trained on.
+    loader = SkippingLoader(batches)
+    resumed = jc.fit(_stream_mse, PARAMS, OPT, loader, checkpoint_dir=tmp_path,
+                     checkpoint_every=5, **kw)
+    _same(resumed, whole)
+    assert loader.skipped == 20 and resumed.steps_trained == 23
+
+
+@pytest.mark.slow
+def test_checkpointed_sweep_on_a_stream_resumes_reading_on(tmp_path):
+    batches, grid = _batches(12), {"learning_rate": LRS}
+    whole = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(batches), grid=grid, steps=12,
+                     segment_steps=4)
+    first = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(batches), grid=grid, steps=12,
+                     checkpoint_dir=tmp_path, checkpoint_every=4)
+    _same(first.losses, whole.losses)
+    _keep_only(tmp_path, 4)
+    resumed = jc.sweep(_stream_mse, PARAMS, jc.sgd, Loader(batches), grid=grid, steps=12,
+                       checkpoint_dir=tmp_path, checkpoint_every=4)
+    _same((resumed.losses, resumed.params, resumed.diverged_at),
+          (whole.losses, whole.params, whole.diverged_at))
+    with pytest.raises(ValueError, match="one chunk; chunk_size=1"):
+        jc.sweep(_stream_mse, PARAMS, jc.sgd, Loader(batches), grid=grid, steps=12,
+                 checkpoint_dir=tmp_path / "other", chunk_size=1)
 
 
 DEVICES_SCRIPT = textwrap.dedent(
