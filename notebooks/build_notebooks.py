@@ -764,11 +764,165 @@ MODELS = [
 ]
 
 
+SEARCH = [
+    md("""
+    # Adaptive search: sampling, successive halving, population-based training
+
+    Hyperparameters are data in `jc.sweep`, so a sweep can do what tuning
+    frameworks do with a cluster of processes, inside one compiled program:
+
+    1. **sample** the members instead of crossing a grid (`jc.sample`);
+    2. **successive halving**: train everyone briefly, keep the best third,
+       train those longer, ... (`search=jc.successive_halving(eta=3)`);
+    3. **population-based training**: every few steps the worst members copy
+       the best ones and perturb their hyperparameters, inside the `lax.scan`
+       (`search=jc.pbt(every)`).
+    """),
+    code(INSTALL),
+    code(imports("import jax", first_party=("from jaxopt_core.app.datasets import load_dataset",
+                                            "from jaxopt_core.app.models import make_model"))),
+    md("""
+    ## 1. Samples cover every axis
+
+    With two hyperparameters a grid of 16 tries only 4 values of each; 16
+    random or Sobol points try 16 of each. Sobol points are also spread
+    evenly: with K a power of 2 every axis is exactly stratified.
+    """),
+    code('''
+    axes = {"learning_rate": jc.log_uniform(1e-4, 1.0), "b1": jc.uniform(0.5, 0.99)}
+    centres = (np.arange(4) + 0.5) / 4
+    grid = jc.grid_product(**{n: np.asarray(a.from_unit(centres)) for n, a in axes.items()})
+    random = jc.sample(jax.random.key(0), 16, **axes)
+    sobol = jc.sample(jax.random.key(0), 16, method="sobol", **axes)
+
+    fig, axs = plt.subplots(1, 3, figsize=(10, 3), sharey=True)
+    for ax, (name, g) in zip(axs, [("grid", grid), ("random", random), ("sobol", sobol)]):
+        ax.scatter(g["learning_rate"], g["b1"])
+        ax.set(xscale="log", title=f"{name}: {len(np.unique(g['learning_rate']))} learning rates",
+               xlabel="learning_rate")
+    axs[0].set_ylabel("b1");
+    '''),
+    md("""
+    ## 2. Successive halving
+
+    Softmax regression on scikit-learn's digits, adam, 27 members sampled as
+    above, 81 steps. With `eta=3` the rungs end at steps 3, 9, 27 and 81: all
+    27 members train to step 3, the 9 best by validation accuracy go on to
+    step 9, then 3 to step 27 and 1 to the end. Between rungs the survivors
+    are gathered into a smaller member axis, so each rung costs in proportion
+    to its survivors.
+    """),
+    code('''
+    ds = load_dataset("digits")
+    model = make_model("logistic", ds.task, ds.n_features, ds.n_outputs)
+    params = model.init(jax.random.key(0))
+
+
+    def validate(params, data):
+        return {"accuracy": model.metric(params, data)}
+
+
+    grid = jc.sample(jax.random.key(1), 27, **axes)
+    res = jc.sweep(model.loss, params, jc.adam, ds.train, grid=grid, steps=81, batch_size=128,
+                   eval_fn=validate, eval_data=ds.val, rank_mode="max",
+                   search=jc.successive_halving(eta=3))
+    ends, counts = np.unique(res.stopped_at, return_counts=True)
+    print("stopped at", dict(zip(ends.tolist(), counts.tolist())))
+    print(f"member-steps: {res.member_steps} of the full sweep's {res.full_steps} "
+          f"({res.member_steps / res.full_steps:.0%})")
+    best = res.best_index
+    print(f"best: member {best}, lr={grid['learning_rate'][best]:.3g}, b1={grid['b1'][best]:.2f}, "
+          f"validation accuracy {res.final_evals()['accuracy'][best]:.3f}")
+    '''),
+    md("""
+    The loss curves stop where the members stopped (their losses are NaN
+    after `stopped_at`); `res.params` holds every member's params at its stop.
+    """),
+    code('''
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    lr = np.log10(grid["learning_rate"])
+    colours = plt.cm.viridis((lr - lr.min()) / np.ptp(lr))
+    for i in np.argsort(res.stopped_at):
+        ax1.plot(np.arange(1, 82), res.losses[i], color=colours[i], lw=2 if i == best else 0.8)
+    ax1.set(yscale="log", xscale="log", xlabel="step", ylabel="training loss",
+            title="loss curves (colour: log learning rate)")
+    ax2.bar([str(e) for e in ends], [int(np.sum(res.stopped_at >= e)) for e in ends])
+    ax2.set(xlabel="rung ends at step", ylabel="members trained to that step",
+            title="survivors per rung");
+    '''),
+    md("""
+    ## 3. Population-based training
+
+    Minibatch SGD on a noisy linear regression: a constant learning rate
+    either converges slowly or stalls at a noise floor, a falling one escapes
+    it. PBT finds such a schedule: every 50 steps the worst quarter of the
+    members (by the held-out error, evaluated inside the program) copy the
+    params and optimizer state of a random member of the best quarter, and
+    multiply its learning rate by 0.8 or 1.25. Same members, same steps, same
+    compute as the constant sweep.
+    """),
+    code('''
+    kx, kw, ke = jax.random.split(jax.random.key(3), 3)
+    scales = jnp.geomspace(1.0, 1 / 30, 20)  # some directions 30x flatter than others
+    w_true = jax.random.normal(kw, (20,))
+    x = jax.random.normal(kx, (4096, 20)) * scales
+    y = x @ w_true + 3.0 * jax.random.normal(ke, (4096,))
+
+
+    def mse(w, batch):
+        xb, yb = batch
+        return 0.5 * jnp.mean((xb @ w - yb) ** 2)
+
+
+    def excess(w, _):  # the population excess error, in closed form
+        return {"excess": 0.5 * jnp.sum((scales * (w - w_true)) ** 2)}
+
+
+    lrs = np.geomspace(1e-3, 1.0, 16)
+    runs = {}
+    for name, search in [("constant", None),
+                         ("PBT", jc.pbt(50, bounds={"learning_rate": (1e-5, 1.0)}))]:
+        runs[name] = jc.sweep(mse, jnp.zeros(20), jc.sgd, (x, y), grid={"learning_rate": lrs},
+                              steps=2000, batch_size=16, eval_fn=excess, eval_data=None,
+                              eval_every=50, search=search)
+        best_error = runs[name].final_evals()["excess"][runs[name].best_index]
+        print(f"{name:>8}: best held-out excess error {best_error:.4f}")
+    pbt = runs["PBT"]
+    print("whom each member copied at the first four rounds:")
+    print(pbt.parents[:, :4])
+    '''),
+    code('''
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.5))
+    history = pbt.hparams_history["learning_rate"]
+    rank = pbt.to_dataframe()["rank"].to_numpy()
+    colours = plt.cm.viridis((rank - 1) / (len(rank) - 1))
+    for i in np.argsort(-rank):
+        ax1.step(np.arange(history.shape[1]) * 50, history[i], where="post", color=colours[i])
+    ax1.set(yscale="log", xlabel="step", ylabel="learning rate",
+            title="PBT learning rates (dark: better final rank)")
+    for name, r in runs.items():
+        ax2.plot(r.eval_steps, r.evals["excess"][r.best_index], label=f"{name}, best member")
+    ax2.set(yscale="log", xlabel="step", title="held-out excess error")
+    ax2.legend();
+    '''),
+    md("""
+    The rounds happen inside the compiled `lax.scan`: the hyperparameters are
+    part of the carry and the optimizer is rebuilt from them at every step,
+    so new values never recompile. `res.parents[i, r]` is the member that
+    member `i` copied at round `r` (itself when it did not), and
+    `res.hparams_history` the values before the first round and after each.
+
+    From the command line: `jaxopt-core sweep --sample 32 --search halving`
+    or `--search pbt --pbt-every 50`.
+    """),
+]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": QUICKSTART,
     "02_learning_rate_sweep.ipynb": SWEEP,
     "03_regularization.ipynb": REGULARIZATION,
     "04_models.ipynb": MODELS,
+    "05_search.ipynb": SEARCH,
 }
 
 

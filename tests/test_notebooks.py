@@ -14,12 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_four_notebooks():
+def test_there_are_five_notebooks():
     assert [p.name for p in NOTEBOOKS] == [
         "01_quickstart.ipynb",
         "02_learning_rate_sweep.ipynb",
         "03_regularization.ipynb",
         "04_models.ipynb",
+        "05_search.ipynb",
     ]
 
 
