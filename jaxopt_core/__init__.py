@@ -122,6 +122,7 @@ from jaxopt_core.training.fingerprint import CheckpointMismatchError
 from jaxopt_core.training.fit import FitResult, fit
 from jaxopt_core.training.grid import grid_product, seed_keys
 from jaxopt_core.training.interruption import Interrupted
+from jaxopt_core.training.prefetch import BatchIteratorError
 from jaxopt_core.training.results import SweepResult
 from jaxopt_core.training.search.axes import Axis, choice, integers, log_uniform, uniform
 from jaxopt_core.training.search.halving import SuccessiveHalving, successive_halving
@@ -246,6 +247,8 @@ __all__ = [
     "make_train_step",
     "seed_keys",
     "sweep",
+    # data from iterators
+    "BatchIteratorError",
     # saved results
     "ResultFileError",
     "ResultMetadata",

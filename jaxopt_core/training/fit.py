@@ -214,8 +214,8 @@ def fit(
             than the first (the message names the step); an iterable that
             ended early without ``allow_short`` (the message says how many
             batches it gave).
-        jaxopt_core.training.prefetch.BatchIteratorError: the iterable raised
-            (the message names the step; the original is the ``__cause__``).
+        BatchIteratorError: the iterable raised (the message names the
+            step; the original is the ``__cause__``).
 
     Example:
         >>> import jax, jax.numpy as jnp, jaxopt_core as jc

@@ -53,9 +53,9 @@ built the same way (the resumed call is a new call, so a generator works if
 it can be rebuilt).
 
 Errors. An exception raised by the iterator is re-raised as
-``BatchIteratorError`` (a ``RuntimeError``) naming the step, chained
-(``from``) to the original. A stream that ends before ``steps`` batches
-raises a ``ValueError`` naming how many batches it gave (at once, when
+:class:`~jaxopt_core.BatchIteratorError` (a ``RuntimeError``) naming the step,
+chained (``from``) to the original. A stream that ends before ``steps``
+batches raises a ``ValueError`` naming how many batches it gave (at once, when
 ``len(data)`` says so), or, with ``allow_short=True``, training stops after
 the last batch and the result says how many steps were trained.
 """
