@@ -216,3 +216,15 @@ def test_pbt_dataframe_shows_the_final_hyperparameters():
     np.testing.assert_array_equal(frame["learning_rate"], LRS)
     np.testing.assert_array_equal(frame["learning_rate_final"],
                                   res.hparams_history["learning_rate"][:, -1])
+
+
+def test_exploit_copies_params_and_optimizer_state_exactly():
+    # perturb=(1.0,): a copy keeps its source's learning rate, so after the last
+    # round it repeats its source's steps and ends with the same bits
+    res = run(optimizer_fn=jc.adam, search=jc.pbt(5, perturb=(1.0,)))
+    last = res.parents[:, -1]
+    copied = np.nonzero(last != np.arange(8))[0]
+    assert len(copied) == 2
+    for j in copied:
+        np.testing.assert_array_equal(res.params[j], res.params[last[j]])
+        np.testing.assert_array_equal(res.losses[j, 20:], res.losses[last[j], 20:])
