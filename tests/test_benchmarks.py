@@ -65,3 +65,19 @@ def test_search_smoke_run_writes_report_and_figure(tmp_path):
     png = tmp_path / "search.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _stamp(real) == before, "the smoke run must not overwrite SEARCH_RESULTS.md"
+
+
+def test_streaming_smoke_run_writes_report(tmp_path):
+    out = tmp_path / "STREAMING_RESULTS.md"
+    real = REPO / "benchmarks" / "STREAMING_RESULTS.md"
+    before = _stamp(real)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "streaming.py"), "--smoke", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "## Machine" in text and "## Results" in text
+    for call in ("| fit |", "| sweep |"):
+        assert text.count(call) == 2
+    assert _stamp(real) == before, "the smoke run must not overwrite STREAMING_RESULTS.md"
