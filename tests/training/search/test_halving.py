@@ -156,3 +156,21 @@ def test_halving_keep_best_steps_stay_within_each_members_run():
                   rank_mode="max")
     assert np.all((res.best_step >= 3) & (res.best_step <= res.stopped_at))
     assert res.best_params_per_member.shape == (9, 2)
+
+
+def test_halving_with_seeds_and_minibatches_follows_the_plain_sweep():
+    # each member draws its own minibatch order (the seed axis): the gathered
+    # carry must keep every survivor's own order
+    data = jnp.linspace(-1.0, 1.0, 24).reshape(12, 2)
+
+    def batch_loss(w, batch):
+        return 0.5 * jnp.mean(jnp.sum((w - batch) ** 2, axis=1))
+
+    grid = {"learning_rate": LRS[:9], "seed": np.arange(9)}
+    kw = dict(grid=grid, steps=27, batch_size=4)
+    plain = jc.sweep(batch_loss, W0, jc.sgd, data, **kw)
+    res = jc.sweep(batch_loss, W0, jc.sgd, data, search=jc.successive_halving(3), **kw)
+    for i in range(9):
+        s = res.stopped_at[i]
+        np.testing.assert_array_equal(res.losses[i, :s], plain.losses[i, :s])
+    np.testing.assert_array_equal(res.params[res.best_index], plain.params[res.best_index])

@@ -228,3 +228,22 @@ def test_exploit_copies_params_and_optimizer_state_exactly():
     for j in copied:
         np.testing.assert_array_equal(res.params[j], res.params[last[j]])
         np.testing.assert_array_equal(res.losses[j, 20:], res.losses[last[j], 20:])
+
+
+def test_pbt_with_seeds_minibatches_and_an_init_function():
+    data = jnp.linspace(-1.0, 1.0, 24).reshape(12, 2)
+
+    def batch_loss(w, batch):
+        return 0.5 * jnp.mean(jnp.sum((w - batch) ** 2, axis=1))
+
+    def init(key):
+        return jax.random.normal(key, (2,))
+
+    grid = {"learning_rate": LRS, "seed": np.arange(8)}
+    res = jc.sweep(batch_loss, init, jc.sgd, data, grid=grid, steps=23, batch_size=4,
+                   search=jc.pbt(5))
+    plain = jc.sweep(batch_loss, init, jc.sgd, data, grid=grid, steps=23, batch_size=4)
+    # up to the first round PBT changes nothing
+    np.testing.assert_array_equal(res.losses[:, :5], plain.losses[:, :5])
+    assert (res.parents != np.arange(8)[:, None]).any()
+    np.testing.assert_array_equal(res.hparams_history["seed"][:, -1], np.arange(8))
