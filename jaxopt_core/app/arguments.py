@@ -85,6 +85,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0; got {value}")
+    return value
+
+
 def _eta(text: str) -> int:
     value = _positive_int(text)
     if value < 2:
@@ -159,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"output folder (default: a new {DEFAULT_RUNS}/{p.prog.split()[-1]}"
                        "-YYYYmmdd-HHMMSS)")
         p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+        p.add_argument("--checkpoint-every", type=_non_negative_int, default=None, metavar="N",
+                       help="save a checkpoint into OUT/checkpoints every N steps, so Ctrl-C "
+                       "or a crash loses at most N steps (default: a quarter of --steps; 0: "
+                       "none; not with --search halving)")
+        p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                       help="continue the interrupted run in DIR from its last checkpoint, "
+                       "with the options in DIR/config.json (other options are ignored but "
+                       "--no-progress)")
         p.set_defaults(parser=p)
     sweep.add_argument("--devices", type=_positive_int, default=None,
                        help="number of devices to shard the members over (default: all)")

@@ -9,7 +9,9 @@ one configuration and writes its loss curve. ``jaxopt-core show DIR`` prints
 a saved run's report again and redraws its figure. Run ``jaxopt-core sweep --help``.
 
 Exit status: 0; 2 for bad input (one line on stderr naming the option); 3
-when every member diverged. ``--help`` and the argument checks need only the
+when every member diverged; 130 when stopped by Ctrl-C (the partial result
+is written; ``--resume DIR`` continues from the last checkpoint: see
+:mod:`jaxopt_core.app.resuming`). ``--help`` and the argument checks need only the
 base install (jax, optax, chex): the ``cli`` extra (scikit-learn, pandas,
 matplotlib, rich, tqdm) is imported once a run starts.
 """
@@ -17,7 +19,9 @@ matplotlib, rich, tqdm) is imported once a run starts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,10 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "show":
         return _show(args, args.parser)
-    run = _prepare(args, args.parser)  # the subcommand's parser, for its error()
-    if args.command == "sweep":
-        return _run_sweep(run)
-    return _run_fit(run)
+    if args.resume is not None:
+        from jaxopt_core.app.resuming import resumed_args
+
+        args = resumed_args(args, args.parser)
+        print(f"resuming {args.out} with the options of its config.json")
+    try:
+        run = _prepare(args, args.parser)  # the subcommand's parser, for its error()
+        if args.command == "sweep":
+            return _run_sweep(run)
+        return _run_fit(run)
+    except KeyboardInterrupt:  # before training started, or a second Ctrl-C: no traceback
+        sys.stderr.write("jaxopt-core: interrupted\n")
+        return 130
 
 
 def _check_extras() -> None:
@@ -90,6 +103,7 @@ class _Run(NamedTuple):
     eta: int = 3
     pbt_every: int | None = None
     sample: int | None = None
+    checkpoint_every: int | None = None  # None: no checkpoints (jaxopt_core.app.resuming)
 
     def title(self) -> str:
         parts = [self.dataset.name, self.model.name, self.optimizer]
@@ -132,12 +146,15 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Run:
             f"of {args.dataset}; use at most {n} or 'full'"
         )
     out = _output_dir(args.out, args.command, parser)
+    from jaxopt_core.app.resuming import checkpoint_every
+
+    every = checkpoint_every(args.checkpoint_every, args.steps, getattr(args, "search", "none"))
     return _Run(
         command=args.command, dataset=dataset, model=model, optimizer=args.optimizer,
         learning_rates=args.lr, l1=args.l1, l2=args.l2,
         steps=args.steps, batch_size=args.batch_size, seed=args.seed, devices=devices,
         out=out, progress=not args.no_progress, top=getattr(args, "top", 0),
-        options=_options(args), **searching,
+        options=_options(args), **searching, checkpoint_every=every,
     )
 
 
@@ -286,19 +303,24 @@ def _run_sweep(run: _Run) -> int:
     console.print(f"{k} members on {len(devices)} {devices[0].platform} device(s)"
                   + ("" if run.search == "none" else f", search: {run.search}"))
     init_key, data_key = jax.random.split(jax.random.key(run.seed))
-    start = time.perf_counter()
-    result = sweep(
-        run.model.loss, run.model.init(init_key), _optimizer_fn(run.optimizer),
-        run.dataset.train, grid=grid, steps=run.steps, batch_size=run.batch_size,
-        key=data_key, devices=run.devices, progress=run.progress,
-        penalty_mask=weights_only_mask, eval_fn=_eval_fn(run.model),
-        eval_data=(run.dataset.train, run.dataset.val), rank_by=_metric_key(run.model),
-        rank_mode="max", eval_every=eval_every(run.search, run.steps, run.pbt_every),
-        search=search_of(run.search, run.steps, run.eta, run.pbt_every, run.learning_rates),
-    )
-    seconds = time.perf_counter() - start
     config = _config(run, devices)
+    start = time.perf_counter()
+    with _interruptible(run, config, console) as stopped:
+        result = sweep(
+        run.model.loss, run.model.init(init_key), _optimizer_fn(run.optimizer),
+            run.dataset.train, grid=grid, steps=run.steps, batch_size=run.batch_size,
+            key=data_key, devices=run.devices, progress=run.progress,
+            penalty_mask=weights_only_mask, eval_fn=_eval_fn(run.model),
+            eval_data=(run.dataset.train, run.dataset.val), rank_by=_metric_key(run.model),
+            rank_mode="max", eval_every=eval_every(run.search, run.steps, run.pbt_every),
+            search=search_of(run.search, run.steps, run.eta, run.pbt_every,
+                             run.learning_rates), **_checkpoints(run),
+        )
+    if stopped:
+        return stopped[0]
+    seconds = time.perf_counter() - start
     paths = write_run(run.out, result, config)
+    _drop_checkpoints(run)  # the run is complete and written: nothing to resume
     status = show_run(result, config, console, seconds=seconds)
     if run.search != "none":
         console.print(f"{run.search}: {result.member_steps} member-steps, "
@@ -327,14 +349,54 @@ def _run_fit(run: _Run) -> int:
             loss_fn = regularized(loss_fn, l1=l1, l2=l2, mask=weights_only_mask)
     console.print(f"[bold]fit[/bold] {run.title()}")
     init_key, data_key = jax.random.split(jax.random.key(run.seed))
-    start = time.perf_counter()
-    result = fit(loss_fn, run.model.init(init_key), optimizer, run.dataset.train,
-                 steps=run.steps, batch_size=run.batch_size, key=data_key,
-                 progress=run.progress, eval_fn=_eval_fn(run.model),
-                 eval_data=(run.dataset.train, run.dataset.val))
-    seconds = time.perf_counter() - start
     config = _config(run, jax.devices()[:1])
+    start = time.perf_counter()
+    with _interruptible(run, config, console) as stopped:
+        result = fit(loss_fn, run.model.init(init_key), optimizer, run.dataset.train,
+                     steps=run.steps, batch_size=run.batch_size, key=data_key,
+                     progress=run.progress, eval_fn=_eval_fn(run.model),
+                     eval_data=(run.dataset.train, run.dataset.val), **_checkpoints(run))
+    if stopped:
+        return stopped[0]
+    seconds = time.perf_counter() - start
     paths = write_run(run.out, result, config)
+    _drop_checkpoints(run)  # the run is complete and written: nothing to resume
     status = show_run(result, config, console, seconds=seconds)
     console.print("wrote " + "\n      ".join(str(p) for p in paths))
     return status
+
+
+def _checkpoints(run: _Run) -> dict:
+    """``checkpoint_dir``/``checkpoint_every`` of the run (none without checkpoints)."""
+    from jaxopt_core.app.resuming import CHECKPOINTS
+
+    if run.checkpoint_every is None:
+        return {}
+    return {"checkpoint_dir": run.out / CHECKPOINTS, "checkpoint_every": run.checkpoint_every}
+
+
+def _drop_checkpoints(run: _Run) -> None:
+    from jaxopt_core.app.resuming import CHECKPOINTS
+
+    shutil.rmtree(run.out / CHECKPOINTS, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _interruptible(run: _Run, config: dict, console: Any):
+    """Around a checkpointed run: config.json first (``--resume`` reads it);
+    on Ctrl-C (:class:`~jaxopt_core.Interrupted`) the partial result is
+    written and the exit status (130) is appended to the yielded list."""
+    from jaxopt_core.app.report import write_run
+    from jaxopt_core.app.resuming import say_interrupted, steps_trained_column, write_config
+    from jaxopt_core.training.interruption import Interrupted
+
+    stopped: list[int] = []
+    if run.checkpoint_every is not None:
+        write_config(run.out, config)
+    try:
+        yield stopped
+    except Interrupted as err:
+        columns = steps_trained_column(err) if run.command == "sweep" else None
+        paths = write_run(run.out, err.partial, config, columns=columns)
+        stopped.append(say_interrupted(console, run.command, run.out, run.steps,
+                                       err.steps_trained, paths))
