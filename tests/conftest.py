@@ -29,6 +29,29 @@ def mse(params, batch):
     x, y = batch
     return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
 
+
+def numpy_batches(count, n=4, d=3, seed=0):
+    """``count`` NumPy batches ``(x [n, d], y [n])`` for the linear model (streamed-data tests)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=n).astype(np.float32))
+            for _ in range(count)]
+
+
+class BatchLoader:
+    """A PyTorch-style loader over ``batches``: ``__iter__`` gives a fresh pass,
+    ``__len__`` its size (streamed-data tests)."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
 OPTIMIZER_TABLE = [
     ("sgd", {}),
     ("sgd", {"momentum": 0.9}),

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import BatchLoader, numpy_batches
 
 from jaxopt_core.training.prefetch import (
     BatchIteratorError,
@@ -20,25 +21,6 @@ from jaxopt_core.training.prefetch import (
 )
 
 
-def _batches(count, n=4, d=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return [(rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=n).astype(np.float32))
-            for _ in range(count)]
-
-
-class Loader:
-    """A PyTorch-style loader: ``__iter__`` gives a fresh pass, ``__len__`` its size."""
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self):
-        return len(self.batches)
-
-
 def test_pieces_are_powers_of_two_or_the_full_length():
     assert pieces(10, 8, 8) == [(10, 8)]
     assert pieces(0, 37, 100) == [(0, 32), (32, 4), (36, 1)]
@@ -50,7 +32,7 @@ def test_pieces_are_powers_of_two_or_the_full_length():
 
 
 def test_layout_names_step_and_difference():
-    b = _batches(1)[0]
+    b = numpy_batches(1)[0]
     layout = BatchLayout.of(b)
     assert layout.nbytes == 4 * 3 * 4 + 4 * 4
     layout.leaves(b, 0)
@@ -68,21 +50,21 @@ def test_float64_batches_are_stored_in_the_working_dtype():
 
 
 def test_stream_position_skip_and_fast_forward():
-    s = BatchStream(Loader(list(range(10)))).open(start=4)
+    s = BatchStream(BatchLoader(list(range(10)))).open(start=4)
     assert (s.next(), s.position) == (4, 5)
 
-    class Skippable(Loader):
+    class Skippable(BatchLoader):
         skipped = None
 
         def skip(self, n):
             self.skipped = n
-            return Loader(self.batches[n:])
+            return BatchLoader(self.batches[n:])
 
     src = Skippable(list(range(10)))
     s = BatchStream(src).open(start=6)
     assert src.skipped == 6 and s.position == 6 and s.next() == 6
     with pytest.raises(ValueError, match="resuming at step 5.*ended after 3"):
-        BatchStream(Loader([0, 1, 2])).open(start=5)
+        BatchStream(BatchLoader([0, 1, 2])).open(start=5)
 
 
 def test_iterator_exception_names_the_step_and_chains():
@@ -107,7 +89,7 @@ def _feed(batches, *, stop, length, start=0):
 
 
 def test_feeder_stacks_segments_in_order_on_device():
-    batches = _batches(11)
+    batches = numpy_batches(11)
     items = _feed(batches, stop=11, length=4)
     assert [(s.t0, s.n) for s in items] == [(0, 4), (4, 4), (8, 2), (10, 1)]
     assert all(isinstance(s, Segment) for s in items)
@@ -118,14 +100,14 @@ def test_feeder_stacks_segments_in_order_on_device():
 
 
 def test_feeder_reports_an_early_end():
-    items = _feed(_batches(6), stop=10, length=4)
+    items = _feed(numpy_batches(6), stop=10, length=4)
     assert [(s.t0, s.n) for s in items[:-1]] == [(0, 4), (4, 2)]
     assert items[-1] == Ended(6)
 
 
 def test_feeder_raises_the_iterator_error_in_the_consumer():
     def gen():
-        yield from _batches(5)
+        yield from numpy_batches(5)
         raise OSError("disk gone")
 
     stream = BatchStream(gen()).open()
@@ -143,7 +125,7 @@ def test_feeder_raises_the_iterator_error_in_the_consumer():
 def test_feeder_close_stops_the_thread_early():
     def endless():
         while True:
-            yield from _batches(1)
+            yield from numpy_batches(1)
 
     stream = BatchStream(endless()).open()
     first, layout = first_batch(stream)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import count_compiles
+from conftest import PARAMS, BatchLoader, count_compiles, mse, numpy_batches
 
 import jaxopt_core as jc
 from jaxopt_core.training.batching import Batcher
@@ -31,32 +31,13 @@ from jaxopt_core.training.streaming import (
 )
 
 
-def _batches(count, n=4, d=3, seed=0):
-    rng = np.random.default_rng(seed)
-    return [(rng.normal(size=(n, d)).astype(np.float32), rng.normal(size=n).astype(np.float32))
-            for _ in range(count)]
-
-
-class Loader:
-    """A PyTorch-style loader: ``__iter__`` gives a fresh pass, ``__len__`` its size."""
-
-    def __init__(self, batches):
-        self.batches = batches
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self):
-        return len(self.batches)
-
-
 def test_is_batch_iterable():
     x = np.ones((4, 2))
     assert not any(is_batch_iterable(d) for d in [
         x, jnp.ones(3), (x, x), [x, x], {"a": x}, 3.0, "abc", None, np.float32(1),
     ])
     assert all(is_batch_iterable(d) for d in [
-        iter([x]), (b for b in [x]), Loader([x]), range(3),
+        iter([x]), (b for b in [x]), BatchLoader([x]), range(3),
     ])
 
 
@@ -82,18 +63,12 @@ def test_segment_length_default_and_memory_cap():
     assert segment_length(1000, None, 2**20) == 64
 
 
-def _stream_mse(params, batch):
-    x, y = batch
-    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
-
-
-PARAMS = {"w": jnp.zeros(3), "b": jnp.zeros(())}
 OPT = jc.adam(0.05)
 
 
 def _loop(batches, opt=OPT, params=PARAMS):
     """The reference: make_train_step in a Python loop over the same batches."""
-    step = jc.make_train_step(_stream_mse, opt, donate=False)
+    step = jc.make_train_step(mse, opt, donate=False)
     state, losses = opt.init(params), []
     for b in batches:
         params, state, loss = step(params, state, b)
@@ -102,8 +77,8 @@ def _loop(batches, opt=OPT, params=PARAMS):
 
 
 def test_fit_on_a_generator_equals_a_train_step_loop():
-    batches = _batches(23)
-    res = jc.fit(_stream_mse, PARAMS, OPT, (b for b in batches), steps=23, segment_steps=8)
+    batches = numpy_batches(23)
+    res = jc.fit(mse, PARAMS, OPT, (b for b in batches), steps=23, segment_steps=8)
     params, losses = _loop(batches)
     np.testing.assert_allclose(res.losses, losses, rtol=1e-6)
     for k in params:
@@ -112,10 +87,10 @@ def test_fit_on_a_generator_equals_a_train_step_loop():
 
 
 def test_fit_on_a_loader_equals_the_array_path_full_batch():
-    data = _batches(1, n=16)[0]
-    kw = dict(steps=12, eval_fn=_stream_mse, eval_data=data, eval_every=5)
-    ref = jc.fit(_stream_mse, PARAMS, OPT, data, **kw)
-    res = jc.fit(_stream_mse, PARAMS, OPT, Loader([data] * 12), segment_steps=5, **kw)
+    data = numpy_batches(1, n=16)[0]
+    kw = dict(steps=12, eval_fn=mse, eval_data=data, eval_every=5)
+    ref = jc.fit(mse, PARAMS, OPT, data, **kw)
+    res = jc.fit(mse, PARAMS, OPT, BatchLoader([data] * 12), segment_steps=5, **kw)
     np.testing.assert_allclose(res.losses, ref.losses, rtol=1e-6)
     np.testing.assert_allclose(res.evals["eval"], ref.evals["eval"], rtol=1e-6)
     assert res.eval_steps.tolist() == ref.eval_steps.tolist() == [5, 10, 12]
@@ -137,75 +112,75 @@ def _minibatches(data, batch_size, key, steps):
 
 
 def test_fit_on_an_iterator_equals_the_array_path_minibatches():
-    data, key = _batches(1, n=20)[0], jax.random.key(3)
-    ref = jc.fit(_stream_mse, PARAMS, OPT, data, steps=30, batch_size=6, key=key)
-    res = jc.fit(_stream_mse, PARAMS, OPT, _minibatches(data, 6, key, 30), steps=30)
+    data, key = numpy_batches(1, n=20)[0], jax.random.key(3)
+    ref = jc.fit(mse, PARAMS, OPT, data, steps=30, batch_size=6, key=key)
+    res = jc.fit(mse, PARAMS, OPT, _minibatches(data, 6, key, 30), steps=30)
     np.testing.assert_allclose(res.losses, ref.losses, rtol=1e-6)
     for k in PARAMS:
         np.testing.assert_allclose(res.params[k], ref.params[k], rtol=1e-6, atol=1e-7)
 
 
 def test_second_fit_with_a_fresh_iterator_compiles_nothing():
-    batches = _batches(21)
-    jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=21, segment_steps=8)
+    batches = numpy_batches(21)
+    jc.fit(mse, PARAMS, OPT, iter(batches), steps=21, segment_steps=8)
     with count_compiles() as seen:
-        res = jc.fit(_stream_mse, PARAMS, OPT, iter(_batches(21, seed=1)), steps=21,
+        res = jc.fit(mse, PARAMS, OPT, iter(numpy_batches(21, seed=1)), steps=21,
                      segment_steps=8)
         res.losses.block_until_ready()
     assert seen == []
 
 
 def test_divergence_in_a_stream_is_flagged_at_its_step():
-    batches = _batches(10)
+    batches = numpy_batches(10)
     x, y = batches[6]
     batches[6] = (x, np.full_like(y, np.inf))
-    res = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=10, segment_steps=4)
+    res = jc.fit(mse, PARAMS, OPT, iter(batches), steps=10, segment_steps=4)
     assert bool(res.diverged) and int(res.diverged_at) == 6
     assert np.isfinite(res.losses[:6]).all() and np.isnan(res.losses[7:]).all()
 
 
 def test_batch_of_another_shape_or_dtype_names_the_step():
-    batches = _batches(9)
+    batches = numpy_batches(9)
     batches[5] = (batches[5][0][:3], batches[5][1][:3])
     with pytest.raises(ValueError, match=r"step 5.*batch\[0\].*\(3, 3\).*\(4, 3\)"):
-        jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=9, segment_steps=4)
-    batches = _batches(9)
+        jc.fit(mse, PARAMS, OPT, iter(batches), steps=9, segment_steps=4)
+    batches = numpy_batches(9)
     batches[7] = (batches[7][0].astype(np.int32), batches[7][1])
     with pytest.raises(ValueError, match=r"step 7.*int32"):
-        jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=9, segment_steps=4)
+        jc.fit(mse, PARAMS, OPT, iter(batches), steps=9, segment_steps=4)
 
 
 def test_iterator_exception_propagates_with_its_step():
     def gen():
-        yield from _batches(6)
+        yield from numpy_batches(6)
         raise OSError("disk gone")
 
     with pytest.raises(BatchIteratorError, match="OSError.*step 6") as info:
-        jc.fit(_stream_mse, PARAMS, OPT, gen(), steps=10, segment_steps=4)
+        jc.fit(mse, PARAMS, OPT, gen(), steps=10, segment_steps=4)
     assert isinstance(info.value.__cause__, OSError)
 
 
 def test_short_stream_raises_or_stops_with_allow_short():
     with pytest.raises(ValueError, match="ended after 13 batches.*steps=20"):
-        jc.fit(_stream_mse, PARAMS, OPT, iter(_batches(13)), steps=20, segment_steps=8)
+        jc.fit(mse, PARAMS, OPT, iter(numpy_batches(13)), steps=20, segment_steps=8)
     with pytest.raises(ValueError, match="data has 13 batches.*steps=20"):
-        jc.fit(_stream_mse, PARAMS, OPT, Loader(_batches(13)), steps=20)
-    batches = _batches(13)
-    res = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=20, segment_steps=8,
-                 allow_short=True, eval_fn=_stream_mse, eval_data=batches[0], eval_every=4)
+        jc.fit(mse, PARAMS, OPT, BatchLoader(numpy_batches(13)), steps=20)
+    batches = numpy_batches(13)
+    res = jc.fit(mse, PARAMS, OPT, iter(batches), steps=20, segment_steps=8,
+                 allow_short=True, eval_fn=mse, eval_data=batches[0], eval_every=4)
     params, losses = _loop(batches)
     assert res.steps_trained == 13 and res.losses.shape == (13,)
     np.testing.assert_allclose(res.losses, losses, rtol=1e-6)
     assert res.eval_steps.tolist() == [4, 8, 12, 13]
-    np.testing.assert_allclose(res.evals["eval"][-1], _stream_mse(params, batches[0]),
+    np.testing.assert_allclose(res.evals["eval"][-1], mse(params, batches[0]),
                                rtol=1e-6)
 
 
 def test_stream_arguments_are_checked_in_fit():
     with pytest.raises(ValueError, match="batch_size must be None"):
-        jc.fit(_stream_mse, PARAMS, OPT, iter(_batches(3)), steps=3, batch_size=2)
+        jc.fit(mse, PARAMS, OPT, iter(numpy_batches(3)), steps=3, batch_size=2)
     with pytest.raises(ValueError, match="allow_short=True applies"):
-        jc.fit(_stream_mse, PARAMS, OPT, _batches(1)[0], steps=3, allow_short=True)
+        jc.fit(mse, PARAMS, OPT, numpy_batches(1)[0], steps=3, allow_short=True)
 
 
 
@@ -214,15 +189,15 @@ LRS = np.array([0.01, 0.3, 40.0], np.float32)
 
 @pytest.mark.slow
 def test_sweep_member_equals_fit_on_the_same_iterator():
-    batches = _batches(16)
-    kw = dict(steps=16, segment_steps=8, eval_fn=_stream_mse, eval_data=batches[0],
+    batches = numpy_batches(16)
+    kw = dict(steps=16, segment_steps=8, eval_fn=mse, eval_data=batches[0],
               eval_every=6)
-    res = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(batches), grid={"learning_rate": LRS},
+    res = jc.sweep(mse, PARAMS, jc.sgd, iter(batches), grid={"learning_rate": LRS},
                    **kw)
     assert res.steps_trained == 16 and res.eval_steps.tolist() == [6, 12, 16]
     assert res.diverged.tolist() == [False, False, True]
     for i, lr in enumerate(LRS):
-        one = jc.fit(_stream_mse, PARAMS, jc.sgd(lr), iter(batches), **kw)
+        one = jc.fit(mse, PARAMS, jc.sgd(lr), iter(batches), **kw)
         assert bool(one.diverged) == res.diverged[i]
         assert int(one.diverged_at) == res.diverged_at[i]
         if not res.diverged[i]:
@@ -234,10 +209,10 @@ def test_sweep_member_equals_fit_on_the_same_iterator():
 
 
 def test_sweep_on_an_iterator_equals_the_array_path():
-    data = _batches(1, n=16)[0]
-    ref = jc.sweep(_stream_mse, PARAMS, jc.sgd, data, grid={"learning_rate": LRS[:2]},
+    data = numpy_batches(1, n=16)[0]
+    ref = jc.sweep(mse, PARAMS, jc.sgd, data, grid={"learning_rate": LRS[:2]},
                    steps=12)
-    res = jc.sweep(_stream_mse, PARAMS, jc.sgd, Loader([data] * 12),
+    res = jc.sweep(mse, PARAMS, jc.sgd, BatchLoader([data] * 12),
                    grid={"learning_rate": LRS[:2]}, steps=12, chunk_size=1)
     np.testing.assert_allclose(res.losses, ref.losses, rtol=1e-6)
     assert res.best_index == ref.best_index
@@ -246,12 +221,12 @@ def test_sweep_on_an_iterator_equals_the_array_path():
 def test_sweep_stream_edges():
     grid = {"learning_rate": LRS[:2]}
     with pytest.raises(ValueError, match="one-shot iterator.*chunk_size"):
-        jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(_batches(4)), grid=grid, steps=4,
+        jc.sweep(mse, PARAMS, jc.sgd, iter(numpy_batches(4)), grid=grid, steps=4,
                  chunk_size=1)
     with pytest.raises(ValueError, match="batch_size must be None"):
-        jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(_batches(4)), grid=grid, steps=4,
+        jc.sweep(mse, PARAMS, jc.sgd, iter(numpy_batches(4)), grid=grid, steps=4,
                  batch_size=2)
-    res = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(_batches(7)), grid=grid, steps=10,
+    res = jc.sweep(mse, PARAMS, jc.sgd, iter(numpy_batches(7)), grid=grid, steps=10,
                    allow_short=True)
     assert res.steps_trained == 7 and res.losses.shape == (2, 7)
 
@@ -261,24 +236,24 @@ class _Stop(Exception):
     pass
 
 
-class SkippingLoader(Loader):
+class SkippingLoader(BatchLoader):
     """A loader with ``skip(n)``: resumed runs ask it, instead of dropping batches."""
 
     skipped = None
 
     def skip(self, n):
         self.skipped = n
-        return Loader(self.batches[n:])
+        return BatchLoader(self.batches[n:])
 
 
-@pytest.mark.parametrize("source", [Loader, SkippingLoader])
+@pytest.mark.parametrize("source", [BatchLoader, SkippingLoader])
 def test_a_resumed_stream_run_reads_on_from_the_checkpointed_step(source):
     """What a checkpointed run does (issue 13's hook): stop after a segment,
     keep the state and losses, resume with the plan from t_done; the result
     is the uninterrupted one, bit for bit."""
-    batches = _batches(20)
-    ref = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), steps=20, segment_steps=4)
-    spec = FitSpec(_stream_mse, OPT, 20, None, resolve_layout("auto", OPT), 0, None)
+    batches = numpy_batches(20)
+    ref = jc.fit(mse, PARAMS, OPT, iter(batches), steps=20, segment_steps=4)
+    spec = FitSpec(mse, OPT, 20, None, resolve_layout("auto", OPT), 0, None)
     saved = {}
 
     def after(state, t_done, losses):
@@ -315,22 +290,23 @@ def _keep_only(folder, step):
             shutil.rmtree(folder / name)
 
 
+@pytest.mark.slow
 def test_checkpointed_fit_on_a_stream_resumes_reading_on(tmp_path):
-    batches = _batches(23)
-    kw = dict(steps=23, eval_fn=_stream_mse, eval_data=batches[0], eval_every=7)
-    whole = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), segment_steps=5, **kw)
-    first = jc.fit(_stream_mse, PARAMS, OPT, iter(batches), checkpoint_dir=tmp_path,
+    batches = numpy_batches(23)
+    kw = dict(steps=23, eval_fn=mse, eval_data=batches[0], eval_every=7)
+    whole = jc.fit(mse, PARAMS, OPT, iter(batches), segment_steps=5, **kw)
+    first = jc.fit(mse, PARAMS, OPT, iter(batches), checkpoint_dir=tmp_path,
                    checkpoint_every=5, **kw)
     _same(first, whole)
     _keep_only(tmp_path, 10)
     # A new generator, fast-forwarded past the 10 batches already trained on ...
-    resumed = jc.fit(_stream_mse, PARAMS, OPT, (b for b in batches), checkpoint_dir=tmp_path,
+    resumed = jc.fit(mse, PARAMS, OPT, (b for b in batches), checkpoint_dir=tmp_path,
                      checkpoint_every=5, **kw)
     _same(resumed, whole)
     _keep_only(tmp_path, 20)  # the resumed run kept its last two: 20 and 23
     # ... or a loader asked to skip the 20 trained on.
     loader = SkippingLoader(batches)
-    resumed = jc.fit(_stream_mse, PARAMS, OPT, loader, checkpoint_dir=tmp_path,
+    resumed = jc.fit(mse, PARAMS, OPT, loader, checkpoint_dir=tmp_path,
                      checkpoint_every=5, **kw)
     _same(resumed, whole)
     assert loader.skipped == 20 and resumed.steps_trained == 23
@@ -338,19 +314,19 @@ def test_checkpointed_fit_on_a_stream_resumes_reading_on(tmp_path):
 
 @pytest.mark.slow
 def test_checkpointed_sweep_on_a_stream_resumes_reading_on(tmp_path):
-    batches, grid = _batches(12), {"learning_rate": LRS}
-    whole = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(batches), grid=grid, steps=12,
+    batches, grid = numpy_batches(12), {"learning_rate": LRS}
+    whole = jc.sweep(mse, PARAMS, jc.sgd, iter(batches), grid=grid, steps=12,
                      segment_steps=4)
-    first = jc.sweep(_stream_mse, PARAMS, jc.sgd, iter(batches), grid=grid, steps=12,
+    first = jc.sweep(mse, PARAMS, jc.sgd, iter(batches), grid=grid, steps=12,
                      checkpoint_dir=tmp_path, checkpoint_every=4)
     _same(first.losses, whole.losses)
     _keep_only(tmp_path, 4)
-    resumed = jc.sweep(_stream_mse, PARAMS, jc.sgd, Loader(batches), grid=grid, steps=12,
+    resumed = jc.sweep(mse, PARAMS, jc.sgd, BatchLoader(batches), grid=grid, steps=12,
                        checkpoint_dir=tmp_path, checkpoint_every=4)
     _same((resumed.losses, resumed.params, resumed.diverged_at),
           (whole.losses, whole.params, whole.diverged_at))
     with pytest.raises(ValueError, match="one chunk; chunk_size=1"):
-        jc.sweep(_stream_mse, PARAMS, jc.sgd, Loader(batches), grid=grid, steps=12,
+        jc.sweep(mse, PARAMS, jc.sgd, BatchLoader(batches), grid=grid, steps=12,
                  checkpoint_dir=tmp_path / "other", chunk_size=1)
 
 
