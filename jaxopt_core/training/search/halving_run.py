@@ -56,7 +56,7 @@ def run_halving(config: SuccessiveHalving, spec: SweepSpec, shared: tuple, eval_
         keep = (np.arange(0) if last else
                 _survivors(out, losses[ids], n, prev, end, ranking, config.eta))
         stop = np.setdiff1d(np.arange(n), keep)  # all of them after the last rung
-        pieces.append((ids[stop], _take_rows(out, jnp.asarray(stop, jnp.int32))))
+        pieces.append((ids[stop], stop, out))
         stopped_at[ids[stop]] = end
         if not last:  # compact: the survivors' rows, padded to the chunk
             chunk = _chunk(len(keep), chunk_size, members)
@@ -153,17 +153,19 @@ def _concat(states: list, axes: list) -> Any:
     return treedef.unflatten(leaves)
 
 
-@jax.jit
-def _take_rows(tree: Any, rows: jax.Array) -> Any:
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), tree)
-
-
 def _assemble(pieces: list) -> Any:
-    """The stopped members' rows of every rung, back in grid order."""
-    order = np.concatenate([ids for ids, _ in pieces])
-    parts = [rows for _, rows in pieces]
-    merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
-    return _take_rows(merged, jnp.asarray(np.argsort(order), jnp.int32))
+    """The stopped members' rows of every rung's outputs, back in grid order
+    (one compiled gather for the whole run)."""
+    order = np.concatenate([ids for ids, _, _ in pieces])
+    offsets = np.cumsum([0] + [jax.tree.leaves(out)[0].shape[0] for _, _, out in pieces])
+    rows = np.concatenate([offset + local for (_, local, _), offset in zip(pieces, offsets)])
+    return _gather([out for _, _, out in pieces], jnp.asarray(rows[np.argsort(order)], jnp.int32))
+
+
+@jax.jit
+def _gather(outs: list, rows: jax.Array) -> Any:
+    merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), merged)
 
 
 def _mark_stopped(out, losses, stopped_at, steps):
