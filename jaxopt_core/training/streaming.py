@@ -229,6 +229,19 @@ def truncate_evals(evals: dict, taken: np.ndarray, trained: int, steps: int) -> 
     return cut, np.asarray([*taken[keep[:-1]], trained], np.int32)
 
 
+def cut_result(result: Any, trained: int, steps: int) -> Any:
+    """A :class:`~jaxopt_core.SweepResult` of a run that stopped after
+    ``trained`` of ``steps`` steps: evaluations cut (:func:`truncate_evals`),
+    a ``best_step`` at the final evaluation relabelled ``trained`` (it was
+    taken after ``trained`` steps), ``steps_trained`` set."""
+    evals, taken = truncate_evals(result.evals, result.eval_steps, trained, steps)
+    fields = {"evals": evals, "eval_steps": taken, "steps_trained": trained}
+    if result.best_step is not None and trained < steps:
+        best = np.asarray(result.best_step)
+        fields["best_step"] = np.where(best == steps, trained, best)
+    return result._replace(**fields)
+
+
 def run_stream_chunks(run_chunk: Callable, chunks: list, data: Iterable, *, steps: int,
                       segment_steps: int | None, allow_short: bool, put: Callable[[Any], Any],
                       progress: bool) -> tuple[list, int]:

@@ -131,8 +131,8 @@ from jaxopt_core.training.streaming import (
     STREAM,
     ResumableStream,
     check_data,
+    cut_result,
     run_stream_chunks,
-    truncate_evals,
 )
 
 
@@ -380,9 +380,7 @@ def sweep(
     else:
         out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress,
                           segment_steps)
-    result = _collect(out, hp, k, plan, rank_by, rank_mode)
-    evals, taken = truncate_evals(result.evals, result.eval_steps, trained, steps)
-    return result._replace(evals=evals, eval_steps=taken, steps_trained=trained)
+    return cut_result(_collect(out, hp, k, plan, rank_by, rank_mode), trained, steps)
 
 
 def _chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[dict]:

@@ -226,9 +226,12 @@ def test_sweep_stream_edges():
     with pytest.raises(ValueError, match="batch_size must be None"):
         jc.sweep(mse, PARAMS, jc.sgd, iter(numpy_batches(4)), grid=grid, steps=4,
                  batch_size=2)
-    res = jc.sweep(mse, PARAMS, jc.sgd, iter(numpy_batches(7)), grid=grid, steps=10,
-                   allow_short=True)
+    batches = numpy_batches(7)
+    res = jc.sweep(mse, PARAMS, jc.sgd, iter(batches), grid=grid, steps=10, allow_short=True,
+                   eval_fn=mse, eval_data=batches[0], eval_every=4, keep_best=True)
     assert res.steps_trained == 7 and res.losses.shape == (2, 7)
+    assert res.eval_steps.tolist() == [4, 7] and res.evals["eval"].shape == (2, 2)
+    assert set(res.best_step.tolist()) <= {4, 7}  # the last evaluation was after 7 steps
 
 
 
