@@ -96,10 +96,12 @@ class SweepResult(NamedTuple):
         k, steps = self.losses.shape
         evals = f", evals={list(self.evals)}" if self.evals else ""
         ranked = "" if self.rank_by == TRAINING_LOSS else f", rank_by={self.rank_by!r}"
+        budget = ("" if self.member_steps in (None, k * steps)
+                  else f", member_steps={self.member_steps} of {k * steps}")
         return (
             f"SweepResult(K={k}, steps={steps}, grid={list(self.hparams)}{evals}, "
             f"diverged={int(to_host(self.diverged).sum())}, best_index={self.best_index}"
-            f"{ranked})"
+            f"{ranked}{budget})"
         )
 
     @property

@@ -174,3 +174,7 @@ def test_halving_with_seeds_and_minibatches_follows_the_plain_sweep():
         s = res.stopped_at[i]
         np.testing.assert_array_equal(res.losses[i, :s], plain.losses[i, :s])
     np.testing.assert_array_equal(res.params[res.best_index], plain.params[res.best_index])
+
+
+def test_halving_repr_shows_the_budget(result):
+    assert repr(result).endswith(", member_steps=243 of 2187)")
