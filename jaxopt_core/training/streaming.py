@@ -29,11 +29,13 @@ over steps, no recompile between segments.
 Lengths and compiles. Every full segment has the same length, one compile. A
 shorter segment (the remainder of ``steps``, or the batches before a stream
 ended with ``allow_short=True``) runs as pieces whose lengths are powers of
-two (binary decomposition: 37 = 32 + 4 + 1), so whatever ``steps`` and
-wherever a stream ends, the compiled lengths are ``segment_steps`` and the
-powers of two below it, each compiled once and then cached. (Padding to the
-full length instead would need a masked step in the program and would spend
-the padded steps' compute.)
+two (binary decomposition: 37 = 32 + 4 + 1), so wherever a stream ends, the
+compiled lengths are ``segment_steps`` and the powers of two below it, each
+compiled once and then cached: a second call with the same arguments and a
+stream of any length compiles nothing. (``steps`` itself is part of the
+compiled program, as in the array path. Padding the last segment to the full
+length instead would need a masked step in the program and would spend the
+padded steps' compute.)
 
 Default segment length: ``min(steps, 100)``, lowered so that one segment of
 batches stays under :data:`SEGMENT_BYTES` (64 MiB) of host memory, and at

@@ -19,7 +19,7 @@ from conftest import PARAMS, BatchLoader, count_compiles, mse, numpy_batches
 
 import jaxopt_core as jc
 from jaxopt_core.training.batching import Batcher
-from jaxopt_core.training.fit import FitSpec, run_fit_segmented
+from jaxopt_core.training.fit import FitSpec, fit_segment, run_fit_segmented
 from jaxopt_core.training.layout_safety import resolve_layout
 from jaxopt_core.training.prefetch import BatchIteratorError
 from jaxopt_core.training.segments import segment_plan
@@ -121,13 +121,22 @@ def test_fit_on_an_iterator_equals_the_array_path_minibatches():
 
 
 def test_second_fit_with_a_fresh_iterator_compiles_nothing():
-    batches = numpy_batches(21)
-    jc.fit(mse, PARAMS, OPT, iter(batches), steps=21, segment_steps=8)
+    batches = numpy_batches(23)
+    jc.fit(mse, PARAMS, OPT, iter(batches), steps=23, segment_steps=8)  # 8, 8, 4 + 2 + 1
+    fresh = jax.device_put(numpy_batches(23, seed=1))  # new values, as JAX arrays this time
     with count_compiles() as seen:
-        res = jc.fit(mse, PARAMS, OPT, iter(numpy_batches(21, seed=1)), steps=21,
-                     segment_steps=8)
+        res = jc.fit(mse, PARAMS, OPT, iter(fresh), steps=23, segment_steps=8)
         res.losses.block_until_ready()
     assert seen == []
+    # Streams that end early (allow_short): their last segments run as powers
+    # of two already compiled (only the concatenation of the losses is new).
+    compiled = fit_segment._cache_size()
+    assert compiled >= 4  # lengths 8, 4, 2, 1
+    for given in (21, 14, 3):
+        res = jc.fit(mse, PARAMS, OPT, iter(fresh[:given]), steps=23, segment_steps=8,
+                     allow_short=True)
+        assert res.losses.shape == (given,) and res.steps_trained == given
+    assert fit_segment._cache_size() == compiled
 
 
 def test_divergence_in_a_stream_is_flagged_at_its_step():
