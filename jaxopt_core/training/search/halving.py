@@ -22,6 +22,13 @@ into a smaller member axis (padded to a multiple of the device count), so a
 rung's compute is proportional to its survivors. Each (survivor count, rung
 length) compiles once and is cached. The driver is
 :mod:`~jaxopt_core.training.search.halving_run`.
+
+What it costs: a full sweep compiles one program, successive halving one
+segment (and one ``sweep_finish``) program per rung. Where compiling is slow
+against training (small models on a CPU, see benchmarks/SEARCH_RESULTS.md)
+the first call can take longer than the full sweep even though it trains a
+few percent of the member-steps; later calls with new values of the same
+shapes reuse every program and cost in proportion to the member-steps.
 """
 
 from __future__ import annotations
