@@ -81,3 +81,17 @@ def test_streaming_smoke_run_writes_report(tmp_path):
     for call in ("| fit |", "| sweep |"):
         assert text.count(call) == 2
     assert _stamp(real) == before, "the smoke run must not overwrite STREAMING_RESULTS.md"
+
+
+def test_checkpoints_smoke_run_writes_report(tmp_path):
+    out = tmp_path / "CHECKPOINT_RESULTS.md"
+    real = REPO / "benchmarks" / "CHECKPOINT_RESULTS.md"
+    before = _stamp(real)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "checkpoints.py"), "--smoke", "--out",
+         str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert "## Machine" in text and "## Results" in text and "| MLP 8-16-16-1, K=4 |" in text
+    assert _stamp(real) == before, "the smoke run must not overwrite CHECKPOINT_RESULTS.md"
