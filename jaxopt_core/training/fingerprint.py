@@ -60,7 +60,24 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint folder written by a run with a different configuration."""
+    """A checkpoint folder written by a run with a different configuration.
+
+    Raised by a checkpointed :func:`~jaxopt_core.fit` or
+    :func:`~jaxopt_core.sweep` whose ``checkpoint_dir`` holds checkpoints of
+    another call; the message names every entry that differs, with both values.
+
+    Example:
+        >>> import tempfile, jax.numpy as jnp, jaxopt_core as jc
+        >>> from jaxopt_core.training.checkpoints import CheckpointStore
+        >>> folder = tempfile.mkdtemp()
+        >>> with CheckpointStore(folder, {"steps": "100", "batch_size": "8"}) as store:
+        ...     store.save(10, {"x": jnp.ones(2)}, {"t": 10})
+        >>> try:
+        ...     CheckpointStore(folder, {"steps": "200", "batch_size": "8"})
+        ... except jc.CheckpointMismatchError as err:
+        ...     print(str(err).splitlines()[1].strip())
+        steps: checkpoint '100', this call '200'
+    """
 
 
 def describe(obj: Any, depth: int = _DEPTH) -> str:

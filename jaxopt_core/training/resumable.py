@@ -28,9 +28,28 @@ Ctrl-C (:mod:`jaxopt_core.training.interruption`): the segment that runs
 finishes, a checkpoint is saved whatever the cadence, and
 :class:`RunStopped` carries the partial outputs to ``fit``/``sweep``, which
 raise :class:`~jaxopt_core.Interrupted`. Partial outputs are what the
-finished run returns, computed from the state after the steps done: the
-evaluation "after the last step" is not taken (NaN), the losses cover the
-steps done.
+finished run returns, computed from the state after the steps done ``t``:
+losses ``[..., t]``, and the evaluations taken before ``t`` followed by one
+after ``t`` (``eval_steps`` ends with ``t``), as for a stream that ended. In
+a chunked sweep stopped after its first chunk, the members of the chunks
+started are returned: the current chunk's losses NaN after ``t`` and its
+evaluations not yet taken NaN; ``Interrupted.steps_trained`` says how far
+each member went.
+
+Example:
+    >>> import shutil, tempfile, jax, jax.numpy as jnp, numpy as np, jaxopt_core as jc
+    >>> X = jax.random.normal(jax.random.key(1), (64, 3))
+    >>> data = (X, X @ jnp.array([1.0, -2.0, 0.5]))
+    >>> def mse(w, batch):
+    ...     x, t = batch
+    ...     return jnp.mean((x @ w - t) ** 2)
+    >>> folder = tempfile.mkdtemp()
+    >>> run = dict(steps=40, batch_size=16, checkpoint_dir=folder, checkpoint_every=10)
+    >>> first = jc.fit(mse, jnp.zeros(3), jc.adam(0.1), data, **run)
+    >>> shutil.rmtree(f"{folder}/40")   # as if killed during the last 10 steps
+    >>> again = jc.fit(mse, jnp.zeros(3), jc.adam(0.1), data, **run)   # resumes at 30
+    >>> bool(np.array_equal(first.losses, again.losses)), again.losses.shape
+    (True, (40,))
 """
 
 from __future__ import annotations
