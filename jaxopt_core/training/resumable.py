@@ -291,20 +291,28 @@ def run_sweep_checkpointed(ck: Checkpointed, programs: tuple, spec: Any, shared:
                 if progress:
                     jax.block_until_ready(done)
         except RunStopped as stopped:
-            partial, trained = partial_sweep(stopped, partial_of, spec.steps)
+            partial, trained = partial_sweep(stopped, partial_of, spec.steps,
+                                             getattr(spec.search, "every", None))
             raise Interrupted(partial, ck.directory, trained) from None
     return _concatenate(done)
 
 
-def partial_sweep(stopped: RunStopped, partial_of: Callable, steps: int) -> tuple:
+def partial_sweep(stopped: RunStopped, partial_of: Callable, steps: int,
+                  pbt_every: int | None = None) -> tuple:
     """``(SweepResult, steps trained per member)`` of a stopped sweep. In the
     first chunk (or without chunks) the evaluation after the last step was
     taken after the steps done and the evaluations are cut there, as for a
     stream that ended; with earlier chunks finished, the current chunk's
-    evaluations not yet taken are NaN and its losses NaN-padded."""
+    evaluations not yet taken are NaN and its losses NaN-padded. With PBT
+    (``pbt_every``) ``hparams_history`` and ``parents`` keep the rounds done."""
     result = partial_of(stopped.out, len(stopped.steps_trained))
     trained = np.asarray(stopped.steps_trained[: result.losses.shape[0]])
     t = int(trained.min())
+    if pbt_every and result.parents is not None:  # PBT: one chunk, all at step t
+        r = min(t // pbt_every, result.parents.shape[1])
+        result = result._replace(
+            hparams_history={n: v[:, :r + 1] for n, v in result.hparams_history.items()},
+            parents=result.parents[:, :r])
     if t < steps and int(trained.max()) == t:
         evals, taken = truncate_evals(result.evals, result.eval_steps, t, steps)
         best_step = result.best_step

@@ -273,3 +273,21 @@ def test_pbt_sweep_resumes_bit_for_bit(tmp_path):
                        **kw)
     assert whole.hparams_history is not None
     assert_same(resumed, whole)
+
+
+@pytest.mark.slow
+def test_pbt_sweep_ctrl_c_partial_has_only_the_rounds_done(tmp_path):
+    # A PBT sweep stopped after t steps has had t // every rounds: its partial
+    # history and parents stop there (no zero learning rates for rounds to come).
+    kw = {"grid": {"learning_rate": np.logspace(-3, -1, 4)}, "steps": 20, "search": jc.pbt(5)}
+    whole = jc.sweep(ctrl_c_mse, PARAMS, jc.sgd, DATA, segment_steps=5, **kw)
+    _ARMED.append(True)
+    with pytest.raises(jc.Interrupted) as stop:
+        jc.sweep(ctrl_c_mse, PARAMS, jc.sgd, DATA, checkpoint_dir=tmp_path, checkpoint_every=5,
+                 **kw)
+    part, t = stop.value.partial, int(stop.value.steps_trained[0])
+    rounds = min(t // 5, 3)
+    history = part.hparams_history["learning_rate"]
+    np.testing.assert_array_equal(history, whole.hparams_history["learning_rate"][:, :rounds + 1])
+    np.testing.assert_array_equal(part.parents, whole.parents[:, :rounds])
+    np.testing.assert_array_equal(part.to_dataframe()["learning_rate_final"], history[:, -1])
