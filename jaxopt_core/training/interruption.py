@@ -7,8 +7,11 @@ compiled segment that is running finishes, its checkpoint is saved, and the
 call raises :class:`Interrupted` carrying the partial result. A second Ctrl-C
 raises ``KeyboardInterrupt`` at once (as soon as Python runs again: a
 compiled segment cannot be stopped half-way), skipping the save; the last
-complete checkpoint still resumes. The previous handler is put back when
-the call returns or raises.
+complete checkpoint still resumes. Only while a checkpoint save is being
+started (tens of milliseconds: :meth:`InterruptGuard.deferring`) is it held
+back until the save has started: an exception raised inside orbax's save
+leaves its background thread waiting, and the process then cannot exit for
+minutes. The previous handler is put back when the call returns or raises.
 
 ``Interrupted`` is a ``KeyboardInterrupt``, so code that does not know about
 it stops as it would on Ctrl-C; code that does can read ``.partial`` and
@@ -27,8 +30,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +81,31 @@ class InterruptGuard:
         self.requested = False
         self._previous: Any = None
         self._installed = False
+        self._deferring = False
+        self._pending = False
 
     def handle(self, signum: int, frame: Any) -> None:
-        """The handler: note the first interrupt, raise on the second."""
-        if self.requested:
+        """The handler: note the first interrupt, raise on the second (after
+        the save being started, inside :meth:`deferring`)."""
+        if not self.requested:
+            self.requested = True
+        elif self._deferring:
+            self._pending = True
+        else:
             raise KeyboardInterrupt
-        self.requested = True
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[None]:
+        """A block that a second Ctrl-C does not break into: its
+        ``KeyboardInterrupt`` is raised when the block ends."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self._pending:
+            self._pending = False
+            raise KeyboardInterrupt
 
     def __enter__(self) -> InterruptGuard:
         if threading.current_thread() is threading.main_thread():

@@ -205,7 +205,8 @@ class Checkpointed:
             if stopping or t_done % self.every == 0 or t_done == self.steps:
                 tree = {**tree_of(state, losses), "extra": self.extra}
                 meta = {"chunk": chunk, "t": t_done, "losses_dtype": str(losses.dtype)}
-                self.store.save(chunk * self.steps + t_done, tree, meta)
+                with self.guard.deferring():  # see jaxopt_core.training.interruption
+                    self.store.save(chunk * self.steps + t_done, tree, meta)
             if stopping and t_done < self.steps:  # a finished chunk is not cut: next one
                 self.store.wait()
                 out, trained = stop(state, t_done, losses)
