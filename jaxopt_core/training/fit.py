@@ -56,6 +56,7 @@ from jaxopt_core.training.streaming import (
     check_data,
     truncate_evals,
 )
+from jaxopt_core.training.thinning import check_log_every, loss_steps, thinned_scan
 
 
 class FitResult(NamedTuple):
@@ -84,6 +85,9 @@ class FitResult(NamedTuple):
             ``data`` is an iterable of batches that ended early and
             ``allow_short=True`` (``losses`` and ``eval_steps`` then stop
             there too). None in results saved before it was recorded.
+        loss_steps: with ``log_every``, ``[n_entries]`` ints: the first step
+            of the window each entry of ``losses`` averages; None when
+            ``losses`` has one entry per step.
     """
 
     params: Any
@@ -94,6 +98,7 @@ class FitResult(NamedTuple):
     evals: dict[str, jax.Array]
     eval_steps: np.ndarray
     steps_trained: int | None = None
+    loss_steps: np.ndarray | None = None
 
     def save(self, path: str | os.PathLike, config: dict | None = None) -> Path:
         """Write this result to one file at ``path`` (``.npz``; no pickle) with an
@@ -123,6 +128,7 @@ def fit(
     allow_short: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    log_every: int | None = None,
 ) -> FitResult:
     """Train ``params`` for ``steps`` steps in one compiled ``lax.scan``.
 
@@ -203,6 +209,13 @@ def fit(
         checkpoint_every: steps between checkpoints (a multiple of
             ``segment_steps`` if given); default ``segment_steps``, else
             ``ceil(steps / 10)``.
+        log_every: None: ``losses`` holds every step's loss. An int ``L``:
+            ``losses[j]`` is the mean loss of steps ``j*L .. (j+1)*L - 1``
+            (the last window may be shorter), accumulated inside the compiled
+            program; ``loss_steps`` gives each window's first step (see
+            :mod:`jaxopt_core.training.thinning`). ``segment_steps`` must be
+            a multiple of it; not with ``checkpoint_dir`` or an iterable of
+            batches.
 
     Returns:
         A :class:`FitResult` ``(params, opt_state, losses, diverged,
@@ -248,7 +261,9 @@ def fit(
     flat = resolve_layout(layout, optimizer)
     plan = check_evaluation(eval_fn, eval_data, eval_every, steps, params)
     every = report_every(steps) if progress else 0
-    spec = FitSpec(loss_fn, optimizer, steps, batch_size, flat, every, plan)
+    log_every = check_log_every(log_every, steps=steps, segment_steps=segment_steps,
+                                checkpoint_dir=checkpoint_dir, streamed=streamed)
+    spec = FitSpec(loss_fn, optimizer, steps, batch_size, flat, every, plan, log_every)
     segment_steps, ck_every = checkpoint_cadence(checkpoint_dir, checkpoint_every,
                                                  segment_steps, steps)
     trained = steps
@@ -288,7 +303,9 @@ def _result(spec: FitSpec, out: tuple, trained: int) -> FitResult:
     evals = {n: evals[n] for n in plan.names} if plan else {}
     taken = eval_steps(spec.steps, plan.every) if plan else np.zeros(0, np.int32)
     evals, taken = truncate_evals(evals, taken, trained, spec.steps)
-    return FitResult(params, opt_state, losses, diverged, diverged_at, evals, taken, trained)
+    thinned = None if spec.log_every is None else loss_steps(spec.steps, spec.log_every)
+    return FitResult(params, opt_state, losses, diverged, diverged_at, evals, taken, trained,
+                     thinned)
 
 
 def _fit_stream(spec: FitSpec, params, data, key, token, eval_data, segment_steps,
@@ -326,6 +343,7 @@ class FitSpec(NamedTuple):
     flat: bool
     every: int
     plan: Any
+    log_every: int | None = None
 
 
 def _start(spec: FitSpec, params, data) -> FitState:
@@ -363,7 +381,7 @@ def _run(spec: FitSpec, state: FitState, data, key, ts, batches, token, eval_dat
             tick(token, t + 1, spec.every)
         return FitState(p, s, ok, at, perm, ev), loss
 
-    return jax.lax.scan(body, state, ts if batches is None else (ts, batches))
+    return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every)
 
 
 def _finish(spec: FitSpec, state: FitState, eval_data) -> tuple:

@@ -94,6 +94,11 @@ def draw_loss_curves(fig: Any, ax: Any, result: Any, choices: Any, log: bool) ->
     steps, smooth = running_mean(losses)
     window = max(1, losses.shape[1] // 50)
     what = f" (running mean of {window})" if window > 1 else ""
+    thinned = getattr(result, "loss_steps", None)
+    if thinned is not None:  # log_every: entry j averages the window from step thinned[j]
+        steps = np.asarray(thinned)[steps]
+        what = f" (means of {int(thinned[1] - thinned[0]) if len(thinned) > 1 else 1} steps" \
+               f"{f', running mean of {window}' if window > 1 else ''})"
     ax.set(xlabel="step", ylabel="training loss", title=f"loss curves{what}")
     _curves(fig, ax, steps, smooth, result, choices, log, "training loss")
 

@@ -42,6 +42,7 @@ from jaxopt_core.training.search.pbt_program import (
     pbt_key,
     pbt_outputs,
 )
+from jaxopt_core.training.thinning import thinned_scan
 
 
 class SweepSpec(NamedTuple):
@@ -62,6 +63,7 @@ class SweepSpec(NamedTuple):
     sharding: NamedSharding
     plan: EvalPlan | None = None
     search: PBTPlan | None = None
+    log_every: int | None = None  # losses as means over windows of this many steps
 
 
 def build_member(spec: SweepSpec, hp_m: dict[str, jax.Array]) -> tuple[Any, Callable]:
@@ -157,7 +159,8 @@ def _start(spec: SweepSpec, params, data, key, hp) -> SweepState:
 
 def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, base,
          eval_data) -> tuple[SweepState, jax.Array]:
-    """Steps ``ts`` (global step indices) of every member; losses ``[len(ts), K]``.
+    """Steps ``ts`` (global step indices) of every member; losses ``[len(ts), K]``
+    (``[ceil(len(ts) / log_every), K]`` window means with ``spec.log_every``).
     ``batches``: None to draw from ``data``, else stacked batches ``[len(ts), ...]``
     shared by all members."""
     batcher = Batcher(data, spec.batch_size)
@@ -187,7 +190,7 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
             tick(token, base + t + 1, spec.every)
         return SweepState(*members, perm, ev, search), loss
 
-    return jax.lax.scan(body, state, ts if batches is None else (ts, batches))
+    return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every)
 
 
 def _finish(spec: SweepSpec, state: SweepState, eval_data) -> tuple:

@@ -71,6 +71,9 @@ class SweepResult(NamedTuple):
             is an iterable of batches that ended early and
             ``allow_short=True`` (``losses`` and ``eval_steps`` stop there
             too). None in results saved before it was recorded.
+        loss_steps: with ``log_every``, ``[n_entries]`` ints: the first step
+            of the window each column of ``losses`` averages (the x axis of
+            the loss curves); None when ``losses`` has one column per step.
     """
 
     hparams: dict[str, np.ndarray]
@@ -91,9 +94,16 @@ class SweepResult(NamedTuple):
     hparams_history: dict[str, np.ndarray] | None = None
     parents: np.ndarray | None = None
     steps_trained: int | None = None
+    loss_steps: np.ndarray | None = None
+
+    def _steps(self) -> int:
+        """Steps per member (``losses`` may hold fewer, thinned, columns)."""
+        if self.loss_steps is not None and self.steps_trained is not None:
+            return int(self.steps_trained)
+        return int(np.shape(self.losses)[1])
 
     def __repr__(self) -> str:
-        k, steps = self.losses.shape
+        k, steps = self.losses.shape[0], self._steps()
         evals = f", evals={list(self.evals)}" if self.evals else ""
         ranked = "" if self.rank_by == TRAINING_LOSS else f", rank_by={self.rank_by!r}"
         budget = ("" if self.member_steps in (None, k * steps)
@@ -108,8 +118,7 @@ class SweepResult(NamedTuple):
     def full_steps(self) -> int:
         """``K * steps``: what the full sweep of the grid trains (to compare
         with :attr:`member_steps`)."""
-        k, steps = np.shape(self.losses)
-        return int(k * steps)
+        return int(np.shape(self.losses)[0] * self._steps())
 
     def final_losses(self) -> np.ndarray:
         """``[K]`` losses at the last step (NaN for diverged members), on the host."""
@@ -121,7 +130,9 @@ class SweepResult(NamedTuple):
 
     def tail_losses(self) -> np.ndarray:
         """``[K]``: each member's mean training loss over the last tenth of
-        the steps, on the host (NaN when it diverged before them)."""
+        the steps, on the host (NaN when it diverged before them); with
+        thinned ``losses`` the mean of the last tenth of the entries (exact
+        when ``steps`` is a multiple of ``10 * log_every``)."""
         return to_host(tail_loss(self.losses))
 
     def rank_values(self) -> np.ndarray:

@@ -231,7 +231,10 @@ def versions() -> dict[str, str]:
 
 def _summary(result: Any) -> dict:
     shape = tuple(np.shape(getattr(result, "losses", None)))
-    return {"steps": int(shape[-1]) if shape else None,
+    steps = int(shape[-1]) if shape else None
+    if getattr(result, "loss_steps", None) is not None and result.steps_trained is not None:
+        steps = int(result.steps_trained)  # log_every: losses holds one entry per window
+    return {"steps": steps,
             "members": int(shape[0]) if len(shape) == 2 else None,
             "hparams": [str(n) for n in (getattr(result, "hparams", None) or {})]}
 

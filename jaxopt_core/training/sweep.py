@@ -134,6 +134,7 @@ from jaxopt_core.training.streaming import (
     cut_result,
     run_stream_chunks,
 )
+from jaxopt_core.training.thinning import check_log_every, loss_steps
 
 
 def sweep(
@@ -162,6 +163,7 @@ def sweep(
     allow_short: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
+    log_every: int | None = None,
 ) -> SweepResult:
     r"""Train one member per grid entry, all K in one compiled program.
 
@@ -270,6 +272,14 @@ def sweep(
         checkpoint_every: steps between checkpoints (a multiple of
             ``segment_steps`` if given); default ``segment_steps``, else
             ``ceil(steps / 10)``.
+        log_every: None: ``losses`` holds every step's loss. An int ``L``:
+            ``losses[:, j]`` is the mean loss of steps ``j*L .. (j+1)*L - 1``
+            (the last window may be shorter), ``ceil(steps / L)`` entries,
+            accumulated inside the compiled program so K x steps losses are
+            never held; ``loss_steps`` gives each window's first step (see
+            :mod:`jaxopt_core.training.thinning`). ``segment_steps`` must be a
+            multiple of it; not with ``checkpoint_dir``, an iterable of
+            batches or successive halving.
 
     Returns:
         A :class:`SweepResult`.
@@ -316,6 +326,9 @@ def sweep(
     init_fn = params if is_init_fn(params) else None
     params_like = jax.eval_shape(init_fn, key) if init_fn else params
     check_search(search, segment_steps)
+    log_every = check_log_every(log_every, steps=steps, segment_steps=segment_steps,
+                                checkpoint_dir=checkpoint_dir, streamed=streamed,
+                                halving=isinstance(search, SuccessiveHalving))
     if checkpoint_dir is not None and isinstance(search, SuccessiveHalving):
         raise ValueError(f"checkpoint_dir needs no successive_halving; got search={search!r}")
     segment_steps, ck_every = checkpoint_cadence(checkpoint_dir, checkpoint_every,
@@ -336,6 +349,7 @@ def sweep(
         every=report_every(steps) if progress else 0, sharding=members, plan=plan,
         search=search_plan(search, hp, grid, steps, plan.every if plan else 0,
                            (rank_by, rank_mode), chunk_size),
+        log_every=log_every,
     )
     shared = put_on_mesh((None if init_fn else params, None if streamed else data,
                           jax.random.key_data(key)), replicated)
@@ -380,7 +394,10 @@ def sweep(
     else:
         out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress,
                           segment_steps)
-    return cut_result(_collect(out, hp, k, plan, rank_by, rank_mode), trained, steps)
+    result = cut_result(_collect(out, hp, k, plan, rank_by, rank_mode), trained, steps)
+    if log_every is None:
+        return result
+    return result._replace(loss_steps=loss_steps(steps, log_every), member_steps=k * steps)
 
 
 def _chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[dict]:
