@@ -154,7 +154,9 @@ def describe_array(x: Any) -> str:
     if isinstance(x, jax.core.Tracer):
         return f"traced {x.dtype}{list(x.shape)}"
     head = f"{np.dtype(x.dtype)}{list(np.shape(x))}"
-    if np.size(x) * np.dtype(x.dtype).itemsize > _HASHED_BYTES:
+    # Large arrays, and global arrays this process cannot read whole: by shape.
+    if (np.size(x) * np.dtype(x.dtype).itemsize > _HASHED_BYTES
+            or not getattr(x, "is_fully_addressable", True)):
         return head
     host = np.asarray(x)
     if host.size <= _SMALL:

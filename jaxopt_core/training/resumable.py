@@ -184,7 +184,7 @@ class Checkpointed:
 
     def resume_point(self) -> tuple[int, dict] | None:
         """``(orbax step, meta)`` of the last complete checkpoint, or None; meta:
-        ``{"chunk", "t", "losses_dtype"}``."""
+        ``{"chunk", "t", "losses_dtype", "losses_shape"}``."""
         step = self.store.latest_step()
         return None if step is None else (step, self.store.read_meta(step))
 
@@ -204,7 +204,8 @@ class Checkpointed:
             stopping = self.guard.requested
             if stopping or t_done % self.every == 0 or t_done == self.steps:
                 tree = {**tree_of(state, losses), "extra": self.extra}
-                meta = {"chunk": chunk, "t": t_done, "losses_dtype": str(losses.dtype)}
+                meta = {"chunk": chunk, "t": t_done, "losses_dtype": str(losses.dtype),
+                        "losses_shape": list(losses.shape)}
                 with self.guard.deferring():  # see jaxopt_core.training.interruption
                     self.store.save(chunk * self.steps + t_done, tree, meta)
             if stopping and t_done < self.steps:  # a finished chunk is not cut: next one
@@ -247,7 +248,7 @@ def run_fit_checkpointed(ck: Checkpointed, programs: tuple, spec: Any, params: A
             step, meta = point
             t = int(meta["t"])
             st = abstract_target(start, params, data, spec=spec)
-            lt = jax.ShapeDtypeStruct((t,), jnp.dtype(meta["losses_dtype"]),
+            lt = jax.ShapeDtypeStruct(tuple(meta["losses_shape"]), jnp.dtype(meta["losses_dtype"]),
                                       sharding=st.alive.sharding)
             tree = ck.restore(step, {"state": st, "losses": lt})
             state, losses = tree["state"], tree["losses"]
@@ -344,7 +345,7 @@ def _sweep_stop(run: Callable, spec: Any, done: tuple) -> Callable:
             return run([], state=st, losses=ls), trained
         out = list(run([], state=stopped_state(st), losses=ls))
         out[2] = ~st.alive
-        pad = jnp.full((k_c, spec.steps - t_done), jnp.nan, ls.dtype)
+        pad = jnp.full((k_c, done[0][1].shape[1] - ls.shape[1]), jnp.nan, ls.dtype)
         out[1] = jnp.concatenate([ls, pad], axis=1)
         return _concatenate([*done, tuple(out)]), trained
 
@@ -360,7 +361,7 @@ def _sweep_target(programs: tuple, spec: Any, shared: tuple, eval_data: Any, hp_
     start, run_chunk = programs
     state = abstract_target(start, *shared, hp_c, spec=spec)
     k_c, dtype = state.alive.shape[0], jnp.dtype(meta["losses_dtype"])
-    losses = jax.ShapeDtypeStruct((k_c, int(meta["t"])), dtype, sharding=spec.sharding)
+    losses = jax.ShapeDtypeStruct(tuple(meta["losses_shape"]), dtype, sharding=spec.sharding)
     token = np.zeros((), np.int32)
     out = jax.eval_shape(lambda: run_chunk(spec, shared, eval_data, hp_c, token, np.int32(0),
                                            [(0, spec.steps)]))

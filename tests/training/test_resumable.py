@@ -33,9 +33,12 @@ def assert_same(a, b):
 
 
 def _interrupt(_):
+    # _ARMED holds the number of calls to let pass before the SIGINT.
     if _ARMED:
-        _ARMED.clear()
-        os.kill(os.getpid(), signal.SIGINT)
+        _ARMED[0] -= 1
+        if _ARMED[0] <= 0:
+            _ARMED.clear()
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 def ctrl_c_mse(params, batch):
@@ -63,6 +66,9 @@ def test_fit_resumes_bit_for_bit(tmp_path, opt):
     first = jc.fit(mse, PARAMS, opt, DATA, checkpoint_dir=tmp_path, checkpoint_every=5, **FIT_KW)
     assert_same(first, whole)
     assert sorted(int(n) for n in os.listdir(tmp_path) if n.isdigit()) == [20, 23]
+    # A finished run: the same call gives its result from the last checkpoint.
+    assert_same(jc.fit(mse, PARAMS, opt, DATA, checkpoint_dir=tmp_path, checkpoint_every=5,
+                       **FIT_KW), whole)
     _keep_only(tmp_path, 20)  # as if killed during the last segment
     resumed = jc.fit(mse, PARAMS, opt, DATA, checkpoint_dir=tmp_path, checkpoint_every=5, **FIT_KW)
     assert_same(resumed, whole)
@@ -74,7 +80,7 @@ def test_fit_ctrl_c_stops_with_partial_and_resumes(tmp_path):
     opt = optax.adam(0.05)
     whole = jc.fit(ctrl_c_mse, PARAMS, opt, DATA, **FIT_KW)
     before = signal.getsignal(signal.SIGINT)
-    _ARMED.append(True)
+    _ARMED.append(1)
     with pytest.raises(jc.Interrupted) as stop:
         jc.fit(ctrl_c_mse, PARAMS, opt, DATA, checkpoint_dir=tmp_path, checkpoint_every=5, **FIT_KW)
     assert signal.getsignal(signal.SIGINT) is before
@@ -169,7 +175,7 @@ def test_sweep_resumes_bit_for_bit(tmp_path, optimizer_fn, kw):
 @pytest.mark.slow
 def test_sweep_ctrl_c_stops_with_partial_and_resumes(tmp_path):
     whole = jc.sweep(ctrl_c_mse, PARAMS, MOMENTUM, DATA, segment_steps=5, **SWEEP_KW)
-    _ARMED.append(True)
+    _ARMED.append(1)
     with pytest.raises(jc.Interrupted) as stop:
         jc.sweep(ctrl_c_mse, PARAMS, MOMENTUM, DATA, checkpoint_dir=tmp_path,
                  checkpoint_every=5, **SWEEP_KW)
@@ -268,6 +274,28 @@ def test_sweep_killed_with_sigkill_resumes_in_another_process(tmp_path):
 
 
 @pytest.mark.slow
+def test_chunked_sweep_ctrl_c_in_second_chunk(tmp_path):
+    kw = {**SWEEP_KW, "chunk_size": 2}
+    whole = jc.sweep(ctrl_c_mse, PARAMS, MOMENTUM, DATA, segment_steps=5, **kw)
+    _ARMED.append(35)  # the first chunk makes 23 calls (one per step)
+    with pytest.raises(jc.Interrupted) as stop:
+        jc.sweep(ctrl_c_mse, PARAMS, MOMENTUM, DATA, checkpoint_dir=tmp_path,
+                 checkpoint_every=5, **kw)
+    trained = stop.value.steps_trained
+    t = int(trained[2])
+    assert trained.tolist() == [23, 23, t] and 0 < t < 23
+    part = stop.value.partial
+    assert part.losses.shape == (3, 23) and part.steps_trained == t
+    np.testing.assert_array_equal(part.losses[:2], whole.losses[:2])
+    np.testing.assert_array_equal(part.losses[2, :t], whole.losses[2, :t])
+    assert np.isnan(part.losses[2, t:]).all()
+    np.testing.assert_array_equal(part.evals["eval"][:2], whole.evals["eval"][:2])
+    resumed = jc.sweep(ctrl_c_mse, PARAMS, MOMENTUM, DATA, checkpoint_dir=tmp_path,
+                       checkpoint_every=5, **kw)
+    assert_same(resumed, whole)
+
+
+@pytest.mark.slow
 def test_pbt_sweep_resumes_bit_for_bit(tmp_path):
     # The population-based training state is part of the SweepState carry.
     kw = {"grid": {"learning_rate": np.logspace(-3, -1, 4)}, "steps": 20, "batch_size": 8,
@@ -287,7 +315,7 @@ def test_pbt_sweep_ctrl_c_partial_has_only_the_rounds_done(tmp_path):
     # history and parents stop there (no zero learning rates for rounds to come).
     kw = {"grid": {"learning_rate": np.logspace(-3, -1, 4)}, "steps": 20, "search": jc.pbt(5)}
     whole = jc.sweep(ctrl_c_mse, PARAMS, jc.sgd, DATA, segment_steps=5, **kw)
-    _ARMED.append(True)
+    _ARMED.append(1)
     with pytest.raises(jc.Interrupted) as stop:
         jc.sweep(ctrl_c_mse, PARAMS, jc.sgd, DATA, checkpoint_dir=tmp_path, checkpoint_every=5,
                  **kw)
