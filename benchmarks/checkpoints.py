@@ -43,9 +43,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 import jaxopt_core as jc  # noqa: E402
+from benchmarks.problems import tanh_regression_model  # noqa: E402
 from benchmarks.report import machine  # noqa: E402
 from benchmarks.timing import interleaved, load_average, ratio, ratio_quartiles  # noqa: E402
 
@@ -73,26 +73,7 @@ def _problem(case: Case):
     y = np.tanh(x @ (rng.standard_normal(case.d_in, dtype=np.float32) / np.sqrt(case.d_in)))
     data = jax.device_put((x[: 3 * n // 4], y[: 3 * n // 4]))
     eval_data = jax.device_put((x[3 * n // 4:], y[3 * n // 4:]))
-    key = jax.random.key(0)
-    if not case.hidden:
-        params = {"w": jnp.zeros(case.d_in), "b": jnp.zeros(())}
-
-        def loss(p, batch):
-            xb, yb = batch
-            return jnp.mean((xb @ p["w"] + p["b"] - yb) ** 2)
-
-        return params, loss, data, eval_data
-    k1, k2, k3 = jax.random.split(key, 3)
-    h = case.hidden
-    params = {"w1": jax.random.normal(k1, (case.d_in, h)) / np.sqrt(case.d_in),
-              "w2": jax.random.normal(k2, (h, h)) / np.sqrt(h),
-              "w3": jax.random.normal(k3, (h,)) / np.sqrt(h)}
-
-    def loss(p, batch):
-        xb, yb = batch
-        z = jnp.tanh(jnp.tanh(xb @ p["w1"]) @ p["w2"]) @ p["w3"]
-        return jnp.mean((z - yb) ** 2)
-
+    params, loss = tanh_regression_model(case.d_in, case.hidden)
     return params, loss, data, eval_data
 
 

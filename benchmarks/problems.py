@@ -5,6 +5,9 @@ initial params and data, built once and shared by every contender.
   vector plus noise; params ``{"w": [d], "b": []}``; half mean squared error.
 * ``digits_mlp``: scikit-learn's ``load_digits`` (1797 8x8 images, pixels
   scaled to [0, 1]), a 64-32-10 ``tanh`` MLP, mean softmax cross-entropy.
+* ``tanh_regression_model``: the params and loss of a linear model or a
+  ``d_in-h-h-1`` tanh MLP regressing ``(x, y)`` batches (the checkpoint and
+  streaming benchmarks bring their own data).
 * ``residual_mlp``: a deep residual MLP whose params are many small leaves,
   ``n_blocks`` blocks of ``{"scale", "w", "b", "gain"}`` (``4 n_blocks``
   leaves), ``h <- h + gain * tanh((h * scale) w + b)`` (a pre-scaled residual
@@ -108,6 +111,29 @@ PROBLEMS = {"linreg": linear_regression, "digits": digits_mlp}
 
 
 LR_RANGE = (1e-4, 1e-1)
+
+
+def _linear_mse(p, batch):
+    x, y = batch
+    return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
+
+
+def _tanh_mlp_mse(p, batch):
+    x, y = batch
+    z = jnp.tanh(jnp.tanh(x @ p["w1"]) @ p["w2"]) @ p["w3"]
+    return jnp.mean((z - y) ** 2)
+
+
+def tanh_regression_model(d_in: int, hidden: int) -> tuple[Any, Callable]:
+    """``(params, loss)``: a linear model when ``hidden`` is 0, else a
+    ``d_in-hidden-hidden-1`` tanh MLP (scaled normal init), mean squared error."""
+    if not hidden:
+        return {"w": jnp.zeros(d_in), "b": jnp.zeros(())}, _linear_mse
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    params = {"w1": jax.random.normal(k1, (d_in, hidden)) / np.sqrt(d_in),
+              "w2": jax.random.normal(k2, (hidden, hidden)) / np.sqrt(hidden),
+              "w3": jax.random.normal(k3, (hidden,)) / np.sqrt(hidden)}
+    return params, _tanh_mlp_mse
 
 
 def learning_rates(k: int) -> np.ndarray:

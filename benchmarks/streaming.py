@@ -36,9 +36,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 import jaxopt_core as jc  # noqa: E402
+from benchmarks.problems import tanh_regression_model  # noqa: E402
 from benchmarks.report import machine  # noqa: E402
 from benchmarks.timing import interleaved, load_average, ratio, ratio_quartiles  # noqa: E402
 
@@ -59,30 +59,6 @@ SMOKE = ((Case("MLP 32-32-32-1, B=32", 32, 32, 32, 20, 2),
           Case("linear regression d=4, B=8", 4, 0, 8, 20, 2)), 2)
 
 
-def _model(case: Case):
-    key = jax.random.key(0)
-    if not case.hidden:
-        params = {"w": jnp.zeros(case.d_in), "b": jnp.zeros(())}
-
-        def loss(p, batch):
-            x, y = batch
-            return jnp.mean((x @ p["w"] + p["b"] - y) ** 2)
-
-        return params, loss
-    k1, k2, k3 = jax.random.split(key, 3)
-    h = case.hidden
-    params = {"w1": jax.random.normal(k1, (case.d_in, h)) / np.sqrt(case.d_in),
-              "w2": jax.random.normal(k2, (h, h)) / np.sqrt(h),
-              "w3": jax.random.normal(k3, (h,)) / np.sqrt(h)}
-
-    def loss(p, batch):
-        x, y = batch
-        z = jnp.tanh(jnp.tanh(x @ p["w1"]) @ p["w2"]) @ p["w3"]
-        return jnp.mean((z - y) ** 2)
-
-    return params, loss
-
-
 def _generate(case: Case, seed: int):
     """The batches, each made when asked for (NumPy random numbers)."""
     rng = np.random.default_rng(seed)
@@ -97,7 +73,7 @@ def _batches(case: Case) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def bench_case(case: Case, reps: int) -> dict:
-    params, loss = _model(case)
+    params, loss = tanh_regression_model(case.d_in, case.hidden)
     batches = _batches(case)
     arrays = jax.device_put((np.concatenate([b[0] for b in batches]),
                              np.concatenate([b[1] for b in batches])))
