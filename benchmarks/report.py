@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from benchmarks import sweep_speed
 from benchmarks.steps import Ceiling, HloAudit, StepResult
 from benchmarks.sweeps import SweepPoint
 from benchmarks.timing import Timing, ratio, ratio_quartiles, within_noise
@@ -31,6 +32,8 @@ class Results(NamedTuple):
     training: list[TrainResult]
     sweeps: dict[str, list[SweepPoint]]  # problem -> points, ascending K
     notes: list[str]
+    speed: dict = {}  # (e) problem -> [sweep_speed.SpeedPoint]
+    peak: float = 0.0  # (e) dense matmul GFLOP/s measured in the run
 
 
 class Target(NamedTuple):
@@ -229,6 +232,8 @@ def markdown(r: Results, png_name: str) -> str:
         for t in targets(r)
     ])
     lines += _section_a(r) + _section_b(r) + _section_c(r, png_name) + _section_d(r)
+    if r.speed:
+        lines += sweep_speed.markdown(r.speed, r.peak)
     if r.notes:
         lines += ["## Notes", ""] + [f"* {n}" for n in r.notes] + [""]
     return "\n".join(lines)

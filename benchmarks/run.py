@@ -4,7 +4,9 @@ Usage (from the repository root)::
 
     python benchmarks/run.py                      # full run, ~15 min on a quiet machine
     python benchmarks/run.py --smoke --out benchmarks/_smoke/RESULTS.md   # < 60 s
-    python benchmarks/run.py --only a,b           # some sections (a, b, c; d comes with c)
+    python benchmarks/run.py --only a,b           # some sections (a, b, c, e; d comes with c)
+    python benchmarks/run.py --only e             # jc.sweep vs the best hand-written sweep,
+                                                  # GFLOP/s against a measured matmul peak
     python benchmarks/run.py --all-on-10k         # all optimizers on the 10,000-leaf tree (slow)
 
 The PNG is written next to the report. See benchmarks/README.md for the method.
@@ -22,12 +24,12 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import memory, problems, report, steps, sweeps, training  # noqa: E402
+from benchmarks import memory, problems, report, steps, sweep_speed, sweeps, training  # noqa: E402,E501
 from benchmarks.steps import OPTIMIZERS, TreeSpec  # noqa: E402
 from benchmarks.timing import load_average  # noqa: E402
 
 ALL = tuple(OPTIMIZERS)
-SECTIONS = ("a", "b", "c")
+SECTIONS = ("a", "b", "c", "e")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class Config:
     sweep_reps: int
     loop_members: int  # members of the Python loop actually timed
     compile_trials: int  # fresh compiles per K; the minimum is reported
+    speed_ks: tuple[int, ...] = (64, 256, 1024)  # (e): jc.sweep vs the best hand-written
+    speed_problems: tuple[tuple[str, dict, int], ...] = (
+        ("linreg", {}, 200), ("digits", {"batch_size": 128}, 100))
+    speed_reps: int = 5
 
 
 FULL = Config(
@@ -66,6 +72,9 @@ SMOKE = Config(
     sweep_problems=(("linreg", {"n": 64, "d": 4}, 5),
                     ("digits", {"hidden": 8, "batch_size": None}, 5)),
     sweep_reps=2, loop_members=2, compile_trials=1,
+    speed_ks=(4,), speed_problems=(("linreg", {"n": 64, "d": 4}, 10),
+                                   ("digits", {"hidden": 8, "batch_size": 64}, 10)),
+    speed_reps=2,
 )
 
 
@@ -111,10 +120,19 @@ def run(config: Config, sections: tuple[str, ...], mode: str, command: str) -> r
             ]
             for key, points in sweep_points.items()
         }
+    speed, peak = {}, 0.0
+    if "e" in sections:
+        _log("(e) dense matmul peak, then jc.sweep vs the best hand-written sweep")
+        peak = sweep_speed.matmul_peak(512 if mode == "smoke" else 2048)
+        for key, kwargs, n_steps in config.speed_problems:
+            problem = problems.PROBLEMS[key](**kwargs)
+            _log(f"(e) {problem.name}, K = {config.speed_ks}")
+            speed[problem.name] = sweep_speed.bench_speed(problem, config.speed_ks, n_steps,
+                                                          config.speed_reps)
     return report.Results(
         mode=mode, command=command, load_start=load_start, load_end=load_average(),
         wall_s=time.perf_counter() - t0, ceilings=ceilings, steps=step_results, audit=audit,
-        training=train_results, sweeps=sweep_points, notes=notes,
+        training=train_results, sweeps=sweep_points, notes=notes, speed=speed, peak=peak,
     )
 
 
@@ -128,7 +146,7 @@ def main(argv: list[str] | None = None) -> Path:
                         help="run all six optimizers on the 10,000-leaf tree, not sgd only "
                              "(adds tens of minutes of XLA compiling)")
     parser.add_argument("--only", default=",".join(SECTIONS),
-                        help="comma-separated sections to run: a, b, c (c includes d)")
+                        help="comma-separated sections to run: a, b, c (c includes d), e")
     args = parser.parse_args(argv)
     sections = tuple(s.strip() for s in args.only.split(",") if s.strip())
     if unknown := set(sections) - set(SECTIONS):

@@ -9,14 +9,16 @@ all from the same initial params, on the same data and minibatch order.
 * optax, written the idiomatic way: ``optax.inject_hyperparams(optax.adam)``
   so the learning rate is state, set per member in a ``jax.vmap``-ed init;
   then one ``lax.scan`` over steps of a ``jax.vmap``-ed step over members,
-  the batch shared by all members; jitted, and compiled ahead of time with
+  the batch shared by all members, its order drawn before the loop once per
+  epoch into a ``[steps, B]`` index table (no ``cond`` in the loop: the best
+  hand-written form, see ``benchmarks.sweep_speed``); jitted, and compiled ahead of time with
   ``.lower(...).compile()`` (which also gives XLA's memory accounting).
 * a Python loop over members, each running a Python loop over steps of one
   jitted step that takes the learning rate as an argument (compiled once for
   all members; params and state donated). Its cost does not depend on K, so
   it is timed on a few members and multiplied by K.
 
-Both compiled contenders draw minibatches the way ``jc.fit`` does: a fresh
+All contenders draw minibatches in ``jc.fit``'s order: a fresh
 permutation per epoch from ``fold_in(key, epoch)``, cut into ``n // B``
 batches. Compile time is what JAX reports (``jax.monitoring``) for tracing,
 lowering and compiling during ``jc.sweep``'s first call (its program compiles
@@ -38,6 +40,7 @@ import optax
 import jaxopt_core as jc
 from benchmarks import memory
 from benchmarks.problems import Problem, learning_rates
+from benchmarks.sweep_speed import epoch_orders
 from benchmarks.timing import Timing, compile_seconds, interleaved, run_once
 
 
@@ -89,20 +92,23 @@ def optax_sweep_program(problem: Problem, steps: int):
             return params, state
 
         p, s = jax.vmap(init)(lrs)
-        perm0, batch_at = _minibatcher(data, problem.batch_size, key)
+        n = jax.tree.leaves(data)[0].shape[0]
+        # The run's order drawn up front, once per epoch: no cond in the loop.
+        orders = epoch_orders(key, n, problem.batch_size, steps)
 
         def member(p, s, batch):
             loss, grads = jax.value_and_grad(problem.loss)(p, batch)
             updates, s = opt.update(grads, s, p)
             return optax.apply_updates(p, updates), s, loss
 
-        def body(carry, t):
-            p, s, perm = carry
-            perm, batch = batch_at(perm, t)
+        def body(carry, idx):
+            p, s = carry
+            batch = data if idx.shape[0] == 0 else jax.tree.map(
+                lambda x: jnp.take(x, idx, axis=0), data)
             p, s, loss = jax.vmap(member, in_axes=(0, 0, None))(p, s, batch)
-            return (p, s, perm), loss
+            return (p, s), loss
 
-        (p, _, _), losses = jax.lax.scan(body, (p, s, perm0), jnp.arange(steps, dtype=jnp.int32))
+        (p, _), losses = jax.lax.scan(body, (p, s), orders)
         return p, losses.T
 
     return run

@@ -21,6 +21,7 @@ SECTIONS = (
     "## (b) Full training step",
     "## (c) Learning-rate sweeps",
     "## (d) Peak memory against K",
+    "## (e) Sweeps against the best hand-written baseline and the machine",
 )
 
 
