@@ -105,7 +105,8 @@ def route_grid(hp: dict[str, Any], optimizer_fn: Callable) -> tuple[tuple, tuple
     ``l1``/``l2`` go to ``optimizer_fn`` when it takes a keyword of that name
     (``proximal_gradient``: exact zeros from its prox), else they are loss
     penalties; ``seed`` always picks the member keys; every other name goes
-    to ``optimizer_fn``.
+    to ``optimizer_fn``. Loss penalty values must be finite and >= 0 (as in
+    :func:`~jaxopt_core.regularized`); an error names the member.
 
     Example:
         >>> import functools, jaxopt_core as jc
@@ -118,6 +119,13 @@ def route_grid(hp: dict[str, Any], optimizer_fn: Callable) -> tuple[tuple, tuple
     takes = valid_names(optimizer_fn) or set()
     to_optimizer = tuple(n for n in hp if n not in RESERVED or (n in PENALTIES and n in takes))
     penalty = tuple(n for n in PENALTIES if n in hp and n not in to_optimizer)
+    for name in penalty:
+        values = np.asarray(hp[name], np.float64)
+        bad = np.flatnonzero(~(np.isfinite(values) & (values >= 0)))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f"grid[{name!r}] member {i}: a loss penalty must be finite and "
+                             f">= 0; got {name}={float(values[i])!r}")
     return to_optimizer, penalty
 
 
@@ -157,6 +165,9 @@ def probe_optimizer(optimizer_fn: Callable, hp: dict[str, np.ndarray], params: A
         ValueError: optimizer_fn rejected grid member 1 {...'warmup_steps': 60}: decay_steps - ...
     """
     check_members(optimizer_fn, hp)
+    key = _probe_key(optimizer_fn, hp, params)
+    if key is not None and key in _PROBED:
+        return _PROBED[key]
     built: list = []
     structs = {n: jax.ShapeDtypeStruct((), v.dtype) for n, v in hp.items()}
     try:
@@ -176,7 +187,31 @@ def probe_optimizer(optimizer_fn: Callable, hp: dict[str, np.ndarray], params: A
                      f"(raised while building optimizer_fn(**{sorted(hp)}) from traced "
                      "values, or in its init/update)")
         raise
+    if key is not None:
+        if len(_PROBED) >= 64:  # a bounded cache: drop the oldest entry
+            _PROBED.pop(next(iter(_PROBED)))
+        _PROBED[key] = built[0]
     return built[0]
+
+
+# The abstract probe's outcome depends only on the function and the abstract
+# values (names, dtypes, params' structure, shapes, dtypes): a repeated sweep
+# skips its trace (tens of ms, most of a short sweep's host time). Successes only.
+_PROBED: dict = {}
+
+
+def _probe_key(optimizer_fn: Callable, hp: dict, params: Any) -> Any:
+    """The cache key of :func:`probe_optimizer`'s abstract probe, or None
+    when ``optimizer_fn`` cannot be hashed."""
+    leaves, treedef = jax.tree.flatten(params)
+    shapes = tuple((np.shape(x), str(np.result_type(x)), isinstance(x, (bool, int, float, complex)))
+                   for x in leaves)
+    key = (optimizer_fn, tuple((n, str(v.dtype)) for n, v in hp.items()), treedef, shapes)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def check_members(optimizer_fn: Callable, hp: dict[str, np.ndarray]) -> None:

@@ -31,6 +31,15 @@ def test_l1_l2_go_to_the_optimizer_when_it_takes_them():
     assert route_grid(grid, anything) == (("learning_rate",), ("l1", "l2"))
 
 
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_loss_penalty_values_are_checked_per_member(bad):
+    # As jc.regularized(loss, l2=-1.0) raises, so does a sweep over that value
+    # (it was trained with a negative or NaN penalty, or flagged as diverged).
+    grid = {"learning_rate": [0.1, 0.1, 0.01], "l2": [0.0, bad, 0.1]}
+    with pytest.raises(ValueError, match=r"grid\['l2'\] member 1.*got l2=" + repr(bad)):
+        jc.sweep(mse, PARAMS, jc.adam, DATA, grid=grid, steps=2)
+
+
 def test_probe_builds_from_scalars_never_from_the_grid_array():
     seen = []
 
