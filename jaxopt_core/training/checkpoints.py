@@ -131,7 +131,11 @@ class CheckpointStore:
                                                enable_async_checkpointing=True)
         self._ocp = ocp
         self._manager = ocp.CheckpointManager(self.directory, options=options)
-        self._check_fingerprint(info or {}, what)
+        try:
+            self._check_fingerprint(info or {}, what)
+        except BaseException:
+            self._manager.close()
+            raise
 
     def _check_fingerprint(self, info: dict, what: str) -> None:
         path = self.directory / FINGERPRINT
