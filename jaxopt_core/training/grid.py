@@ -204,8 +204,8 @@ def _probe_key(optimizer_fn: Callable, hp: dict, params: Any) -> Any:
     """The cache key of :func:`probe_optimizer`'s abstract probe, or None
     when ``optimizer_fn`` cannot be hashed."""
     leaves, treedef = jax.tree.flatten(params)
-    shapes = tuple((np.shape(x), str(np.result_type(x)), isinstance(x, (bool, int, float, complex)))
-                   for x in leaves)
+    shapes = tuple((np.shape(x), str(x.dtype if hasattr(x, "dtype") else np.result_type(x)),
+                    isinstance(x, (bool, int, float, complex))) for x in leaves)
     key = (optimizer_fn, tuple((n, str(v.dtype)) for n, v in hp.items()), treedef, shapes)
     try:
         hash(key)
