@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(parser=p)
     sweep.add_argument("--devices", type=_positive_int, default=None,
                        help="number of devices to shard the members over (default: all)")
-    sweep.add_argument("--top", type=int, default=10,
+    sweep.add_argument("--top", type=_non_negative_int, default=10,
                        help="members shown in the table (0: all; the CSV has every member)")
     sweep.add_argument("--sample", type=_positive_int, default=None, metavar="N",
                        help="draw N members at random instead of crossing the values: the "
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every member diverged.",
     )
     show.add_argument("folder", type=Path, help="the run folder (it holds sweep.npz or fit.npz)")
-    show.add_argument("--top", type=int, default=None,
+    show.add_argument("--top", type=_non_negative_int, default=None,
                       help="members shown in the table (default: as the run; 0: all)")
     show.add_argument("--png", type=Path, default=None,
                       help="where to write the figure (default: the PNG in the run folder)")

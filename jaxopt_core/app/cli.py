@@ -164,6 +164,9 @@ def _searching(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
 
     if args.command != "sweep":
         return {}
+    if args.search == "halving" and args.checkpoint_every:  # else silently not checkpointed
+        parser.error(f"argument --checkpoint-every: successive halving is not checkpointed; "
+                     f"got --checkpoint-every {args.checkpoint_every} with --search halving")
     k = args.sample or len(args.lr) * len(args.l1) * len(args.l2)
     error = sample_error(args.lr, args.sample) or search_error(
         args.search, args.steps, args.eta, args.pbt_every, k)
@@ -222,6 +225,11 @@ def _show(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     console = Console(soft_wrap=True)
     console.print(f"[bold]{config['command']}[/bold] {config['title']}  ({args.folder})")
     status = show_run(result, config, console, top=args.top)
+    from jaxopt_core.app.resuming import partial_note
+
+    note = partial_note(result, config, args.folder)
+    if note:
+        console.print(note)
     png = args.png or Path(args.folder) / f"{config['command']}.png"
     try:
         draw_run(result, config, png)

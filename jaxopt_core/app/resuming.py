@@ -48,10 +48,33 @@ def resumed_args(args: argparse.Namespace, parser: argparse.ArgumentParser
         parser.error(f"argument --resume: {str(folder)!r} is a {options.get('command')!r} "
                      f"run; resume it with jaxopt-core {options.get('command')} --resume")
     if not (folder / CHECKPOINTS).is_dir():
-        parser.error(f"argument --resume: {str(folder)!r} has no {CHECKPOINTS} folder (the "
-                     "run was made with --checkpoint-every 0 or with successive halving)")
+        parser.error(f"argument --resume: {str(folder)!r} has no {CHECKPOINTS} folder "
+                     f"({_why_no_checkpoints(folder, options)})")
     options.update(out=folder, resume=None, no_progress=args.no_progress, parser=args.parser)
     return argparse.Namespace(**options)
+
+
+def _why_no_checkpoints(folder: Path, options: dict) -> str:
+    """Why a run folder has no checkpoints: made without, finished (its
+    checkpoints deleted), or stopped before the first one."""
+    if options.get("checkpoint_every") == 0 or options.get("search") == "halving":
+        return "the run was made with --checkpoint-every 0 or with successive halving"
+    if (folder / f"{options.get('command')}.npz").exists():
+        return (f"the run finished and deleted its checkpoints: nothing to resume; "
+                f"jaxopt-core show {folder} prints its results")
+    return "the run stopped before its first checkpoint: start it again"
+
+
+def partial_note(result: Any, config: dict, folder: Path) -> str | None:
+    """For ``jaxopt-core show``: a line saying that a saved run is partial
+    (stopped by Ctrl-C) and how to resume it; None for a finished run."""
+    steps = config.get("options", {}).get("steps")
+    trained = getattr(result, "steps_trained", None)
+    if steps is None or trained is None or int(trained) >= int(steps):
+        return None
+    how = (f"resume with: jaxopt-core {config['command']} --resume {folder}"
+           if (Path(folder) / CHECKPOINTS).is_dir() else "its checkpoints are gone")
+    return f"[yellow]partial[/yellow]: trained {int(trained)} of {steps} steps; {how}"
 
 
 def checkpoint_every(option: int | None, steps: int, search: str = "none") -> int | None:

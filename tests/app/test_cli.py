@@ -159,6 +159,8 @@ ERRORS = [
     (["--search", "pbt", "--pbt-every", "300"], "--pbt-every"),
     (["--search", "halving", "--steps", "5", "--lr", "1e-3:1:81"], "--search"),
     (["fit", "--search", "pbt"], "--search"),  # sweep-only option
+    (["--search", "halving", "--checkpoint-every", "5"], "--checkpoint-every"),  # not ignored
+    (["--top", "-1"], "--top"),
     (["show"], "folder"),
     (["show", "{a_file}"], "folder"),
 ]

@@ -96,3 +96,47 @@ def test_default_checkpoint_cadence():
     assert checkpoint_every(0, 300) is None
     assert checkpoint_every(40, 300) == 40
     assert checkpoint_every(None, 300, "halving") is None
+
+
+def _resume_error(folder, capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["sweep", "--resume", str(folder)])
+    assert err.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1
+    return message
+
+
+def test_resume_without_checkpoints_says_why(tmp_path, capsys):
+    # A finished run deletes its checkpoints: --resume says it finished, not
+    # that it was made without checkpoints.
+    options = {"command": "sweep", "steps": 5, "checkpoint_every": None, "search": "none"}
+    (tmp_path / "config.json").write_text(json.dumps({"options": options}))
+    assert "before its first checkpoint" in _resume_error(tmp_path, capsys)
+    (tmp_path / "sweep.npz").write_bytes(b"")
+    message = _resume_error(tmp_path, capsys)
+    assert "finished" in message and f"jaxopt-core show {tmp_path}" in message
+    options["checkpoint_every"] = 0
+    (tmp_path / "config.json").write_text(json.dumps({"options": options}))
+    assert "--checkpoint-every 0" in _resume_error(tmp_path, capsys)
+
+
+def test_show_says_a_run_is_partial_and_how_to_resume(tmp_path, capsys):
+    from jaxopt_core.app.report import write_run
+    from jaxopt_core.app.resuming import CHECKPOINTS
+
+    def evaluate(params, data):
+        return {"val_r2": -jc.l2_penalty(params), "val_loss": jc.l2_penalty(params),
+                "train_loss": jc.l2_penalty(params)}
+
+    res = jc.sweep(lambda w, b: jc.l2_penalty(w - b), np.zeros(2), jc.sgd, np.ones(2),
+                   grid={"learning_rate": np.array([0.1, 0.2])}, steps=4, eval_fn=evaluate,
+                   eval_data=None)
+    config = {"command": "sweep", "title": "demo", "metric": "r2",
+              "options": {"top": 10, "steps": 10, "lr": [0.1, 0.2], "l1": [0.0]}}
+    write_run(tmp_path, res._replace(steps_trained=4), config)
+    (tmp_path / CHECKPOINTS).mkdir()
+    assert main(["show", str(tmp_path), "--png", str(tmp_path / "again.png")]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "partial: trained 4 of 10 steps" in text
+    assert f"resume with: jaxopt-core sweep --resume {tmp_path}" in text
