@@ -330,7 +330,9 @@ def sweep(
                                 checkpoint_dir=checkpoint_dir, streamed=streamed,
                                 halving=isinstance(search, SuccessiveHalving))
     if checkpoint_dir is not None and isinstance(search, SuccessiveHalving):
-        raise ValueError(f"checkpoint_dir needs no successive_halving; got search={search!r}")
+        raise ValueError("successive halving is not checkpointed (its member axis shrinks "
+                         f"between rungs); got checkpoint_dir={str(checkpoint_dir)!r} with "
+                         f"search={search!r}")
     segment_steps, ck_every = checkpoint_cadence(checkpoint_dir, checkpoint_every,
                                                  segment_steps, steps)
     eval_every = search_eval_every(search, eval_fn, eval_every)

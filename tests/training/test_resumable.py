@@ -123,6 +123,10 @@ def test_checkpoint_arguments_are_checked(tmp_path):
                checkpoint_every=3, segment_steps=2)
     with pytest.raises(TypeError, match="checkpoint_dir must be a path"):
         jc.fit(mse, PARAMS, jc.adam(0.1), DATA, steps=6, checkpoint_dir=3)
+    with pytest.raises(ValueError, match="successive halving is not checkpointed.*"
+                       "checkpoint_dir=.*search=SuccessiveHalving"):
+        jc.sweep(mse, PARAMS, jc.adam, DATA, grid={"learning_rate": [0.1, 0.2]}, steps=6,
+                 checkpoint_dir=tmp_path, search=jc.successive_halving(2))
 
 
 def test_interrupt_guard_second_ctrl_c_raises_and_handler_comes_back():
