@@ -84,6 +84,7 @@ def print_sweep_table(frame: Any, hparam_names: list[str], metric: str, *, title
     from rich.table import Table
 
     console = console or Console()
+    stopped = frame["stopped_at"] if "stopped_at" in frame else None  # successive halving
     ranked = frame.sort_values("rank")
     shown = ranked if top <= 0 else ranked.head(top)
     table = Table(title=title, title_justify="left")
@@ -98,7 +99,9 @@ def print_sweep_table(frame: Any, hparam_names: list[str], metric: str, *, title
         table.add_row(
             str(row["rank"]), str(member), *(f"{row[n]:.3g}" for n in hparam_names),
             _fmt(row["train_loss"]), _fmt(row["val_loss"]), _fmt(row[f"val_{metric}"]),
-            "[red]diverged[/red]" if row["diverged"] else "ok",
+            "[red]diverged[/red]" if row["diverged"] else
+            f"stopped at {int(row['stopped_at'])}" if stopped is not None
+            and row["stopped_at"] < stopped.max() else "ok",
             style="bold" if row["rank"] == 1 else None,
         )
     console.print(table)
@@ -240,7 +243,9 @@ def show_run(result: Any, config: dict, console: Any = None, *, top: int | None 
     metric = config["metric"]
     frame = sweep_frame(result, metric)
     top = config.get("options", {}).get("top", 10) if top is None else top
-    print_sweep_table(frame, list(result.hparams), metric, top=top, console=console,
+    # With PBT a member's values change: show the ones it ended with too.
+    names = [*result.hparams, *(f"{n}_final" for n in result.hparams_history or {})]
+    print_sweep_table(frame, names, metric, top=top, console=console,
                       title=f"members ranked by {METRIC_LABELS[metric]}")
     diverged = every_member_diverged(result)
     if diverged:
@@ -248,7 +253,7 @@ def show_run(result: Any, config: dict, console: Any = None, *, top: int | None 
                       "try smaller learning rates")
     else:
         row = frame.loc[frame.index[frame["rank"] == 1][0]]
-        setting = ", ".join(f"{n}={row[n]:.4g}" for n in result.hparams)
+        setting = ", ".join(f"{n}={row[n]:.4g}" for n in names)
         console.print(f"best: {setting} -> {METRIC_LABELS[metric]} "
                       f"{row[f'val_{metric}']:.4f} (member {row.name})")
     timing = "" if seconds is None else f", {seconds:.1f} s (compile + train + evaluate)"

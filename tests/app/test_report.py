@@ -99,3 +99,22 @@ def test_read_run_names_what_is_wrong(tmp_path):
     (tmp_path / "fit.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(jc.ResultFileError):
         read_run(tmp_path)
+
+
+def test_search_runs_show_final_hyperparameters_and_stops():
+    # PBT changes a member's learning rate: the table and the best line give
+    # the value it ended with too. Halving: members stopped early say so.
+    grid = {"learning_rate": np.array([0.01, 0.02, 0.05, 0.1])}
+    kw = {"eval_fn": evaluate, "eval_data": DATA, "rank_by": "val_r2", "rank_mode": "max"}
+    pbt = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid=grid, steps=10, search=jc.pbt(5), **kw)
+    status, text = printed(pbt, config())
+    final = pbt.hparams_history["learning_rate"][:, -1]
+    assert status == 0 and "learning rate final" in text
+    best = int(text.split("(member ")[1].split(")")[0])
+    assert f"learning_rate_final={final[best]:.4g}" in text
+    halving = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid=grid, steps=8,
+                       search=jc.successive_halving(2), **kw)
+    _, text = printed(halving, config())
+    stops = sorted(halving.stopped_at.tolist())
+    assert stops == [2, 2, 4, 8] and text.count("stopped at 2") == 2
+    assert text.count("stopped at 4") == 1
