@@ -9,6 +9,7 @@ that takes ``transform_case`` runs once per row of ``TRANSFORM_TABLE``.
 
 import contextlib
 import os
+import signal
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -186,6 +187,24 @@ def compiles():
     """The list of backend compiles seen during one test (see count_compiles)."""
     with count_compiles() as seen:
         yield seen
+
+
+# A simulated Ctrl-C from inside a run: append n to ARMED_CTRL_C and the n-th
+# execution of ctrl_c_point() sends this process one SIGINT.
+ARMED_CTRL_C = []
+
+
+def _interrupt(_):
+    if ARMED_CTRL_C:
+        ARMED_CTRL_C[0] -= 1
+        if ARMED_CTRL_C[0] <= 0:
+            ARMED_CTRL_C.clear()
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def ctrl_c_point():
+    """Call inside a traced function (e.g. a loss): see ``ARMED_CTRL_C``."""
+    jax.debug.callback(_interrupt, 0)
 
 
 def _case_id(case):

@@ -134,12 +134,16 @@ def run_fingerprint(kind: str, spec: Any, values: dict[str, Any],
 
 
 def sweep_fingerprint(spec: Any, hp: dict, key: Any, chunks: list[dict], shapes: dict,
-                      length: int, every: int) -> dict[str, str]:
+                      length: int, every: int, search: Any = None) -> dict[str, str]:
     """What a checkpoint of a sweep is resumable by: its spec, grid (names
-    and values), key, chunk length and cadence, the shapes of ``shapes``."""
+    and values), key, chunk length and cadence, the shapes of ``shapes``;
+    ``search``: a driver's settings outside the spec (successive halving's,
+    by their repr)."""
     values = {"grid": list(hp), **{f"grid[{n!r}]": np.asarray(v) for n, v in hp.items()},
               "key": jax.random.key_data(key), "chunk": len(next(iter(chunks[0].values()))),
               "segment_steps": length, "checkpoint_every": every}
+    if search is not None:
+        values["search"] = repr(search)
     return run_fingerprint("sweep", spec, values, shapes)
 
 

@@ -111,7 +111,8 @@ from jaxopt_core.training.resumable import (
     sweep_fingerprint,
 )
 from jaxopt_core.training.search.halving import SuccessiveHalving
-from jaxopt_core.training.search.halving_run import run_halving
+from jaxopt_core.training.search.halving_resume import run_halving_checkpointed
+from jaxopt_core.training.search.halving_run import HalvingRun, run_halving
 from jaxopt_core.training.search.pbt_program import pbt_outputs
 from jaxopt_core.training.search.strategy import (
     check_search,
@@ -265,13 +266,16 @@ def sweep(
             :class:`~jaxopt_core.Interrupted` with the partial result. A
             folder written by another configuration is refused
             (:class:`~jaxopt_core.CheckpointMismatchError`). See
-            :mod:`jaxopt_core.training.resumable`. Not with successive
-            halving. With an iterable of batches (and one chunk of members)
-            the resumed call reads on from the checkpointed step, as in
-            :func:`fit`.
+            :mod:`jaxopt_core.training.resumable`. With successive halving,
+            checkpoints are taken at rung ends (rungs are not cut; see
+            :mod:`jaxopt_core.training.search.halving_resume`). With an
+            iterable of batches (and one chunk of members) the resumed call
+            reads on from the checkpointed step, as in :func:`fit`.
         checkpoint_every: steps between checkpoints (a multiple of
             ``segment_steps`` if given); default ``segment_steps``, else
-            ``ceil(steps / 10)``.
+            ``ceil(steps / 10)``. With successive halving, rounded up to rung
+            ends: a checkpoint after each rung that reaches or passes a
+            multiple of it since the last one, and after the last rung.
         log_every: None: ``losses`` holds every step's loss. An int ``L``:
             ``losses[:, j]`` is the mean loss of steps ``j*L .. (j+1)*L - 1``
             (the last window may be shorter), ``ceil(steps / L)`` entries,
@@ -329,10 +333,6 @@ def sweep(
     log_every = check_log_every(log_every, steps=steps, segment_steps=segment_steps,
                                 checkpoint_dir=checkpoint_dir, streamed=streamed,
                                 halving=isinstance(search, SuccessiveHalving))
-    if checkpoint_dir is not None and isinstance(search, SuccessiveHalving):
-        raise ValueError("successive halving is not checkpointed (its member axis shrinks "
-                         f"between rungs); got checkpoint_dir={str(checkpoint_dir)!r} with "
-                         f"search={search!r}")
     segment_steps, ck_every = checkpoint_cadence(checkpoint_dir, checkpoint_every,
                                                  segment_steps, steps)
     eval_every = search_eval_every(search, eval_fn, eval_every)
@@ -355,13 +355,22 @@ def sweep(
     )
     shared = put_on_mesh((None if init_fn else params, None if streamed else data,
                           jax.random.key_data(key)), replicated)
+    chunks = _chunks(hp, k, chunk_size, members)
+    shapes = {"params": None if init_fn else params, "data": STREAM if streamed else data,
+              "eval_data": eval_data}
     if isinstance(search, SuccessiveHalving):
         with ProgressBar(progress, total=steps, desc="sweep") as bar:
-            out, stopped_at = run_halving(search, spec, shared, put_on_mesh(eval_data, replicated),
-                                          hp, chunk_size, members, (rank_by, rank_mode),
-                                          bar.token_array())
+            run = HalvingRun(search, spec, shared, put_on_mesh(eval_data, replicated), hp,
+                             chunk_size, members, (rank_by, rank_mode), bar.token_array())
+            if checkpoint_dir is None:
+                out, stopped_at = run_halving(*run)
+            else:  # checkpoints at rung ends: jaxopt_core.training.search.halving_resume
+                ck = Checkpointed(checkpoint_dir, sweep_fingerprint(
+                    spec, hp, key, chunks, shapes, segment_steps, ck_every, search),
+                    steps, ck_every)
+                out, stopped_at = run_halving_checkpointed(ck, run, lambda o, at, t: _collect(
+                    (*o, None), hp, k, plan, rank_by, rank_mode, at)._replace(steps_trained=t))
         return _collect((*out, None), hp, k, plan, rank_by, rank_mode, stopped_at)
-    chunks = _chunks(hp, k, chunk_size, members)
     if segment_steps is not None:
         segment_steps = check_segment_steps("segment_steps", segment_steps)
     trained = steps
@@ -382,8 +391,6 @@ def sweep(
                                allow_short=allow_short,
                                put=functools.partial(put_on_mesh, sharding=replicated))
                if streamed else run_chunk_segmented)
-        shapes = {"params": None if init_fn else params, "data": STREAM if streamed else data,
-                  "eval_data": eval_data}
         ck = Checkpointed(checkpoint_dir, sweep_fingerprint(spec, hp, key, chunks, shapes,
                                                             segment_steps, ck_every),
                           steps, ck_every)

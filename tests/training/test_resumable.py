@@ -17,13 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import DATA, PARAMS, X, Y, mse
+from conftest import ARMED_CTRL_C, DATA, PARAMS, X, Y, ctrl_c_point, mse
 
 import jaxopt_core as jc
 
 FIT_KW = {"steps": 23, "batch_size": 8, "eval_fn": mse, "eval_data": (X[:8], Y[:8]),
           "eval_every": 7}
-_ARMED = []
+_ARMED = ARMED_CTRL_C  # the number of calls to let pass before the SIGINT
 
 
 def assert_same(a, b):
@@ -32,18 +32,9 @@ def assert_same(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def _interrupt(_):
-    # _ARMED holds the number of calls to let pass before the SIGINT.
-    if _ARMED:
-        _ARMED[0] -= 1
-        if _ARMED[0] <= 0:
-            _ARMED.clear()
-            os.kill(os.getpid(), signal.SIGINT)
-
-
 def ctrl_c_mse(params, batch):
     """mse that, when armed, sends this process one SIGINT from inside the run."""
-    jax.debug.callback(_interrupt, 0)
+    ctrl_c_point()
     return mse(params, batch)
 
 
@@ -123,10 +114,6 @@ def test_checkpoint_arguments_are_checked(tmp_path):
                checkpoint_every=3, segment_steps=2)
     with pytest.raises(TypeError, match="checkpoint_dir must be a path"):
         jc.fit(mse, PARAMS, jc.adam(0.1), DATA, steps=6, checkpoint_dir=3)
-    with pytest.raises(ValueError, match="successive halving is not checkpointed.*"
-                       "checkpoint_dir=.*search=SuccessiveHalving"):
-        jc.sweep(mse, PARAMS, jc.adam, DATA, grid={"learning_rate": [0.1, 0.2]}, steps=6,
-                 checkpoint_dir=tmp_path, search=jc.successive_halving(2))
 
 
 def test_interrupt_guard_second_ctrl_c_raises_and_handler_comes_back():

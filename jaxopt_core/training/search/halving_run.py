@@ -17,7 +17,7 @@ chunk (itself a multiple of the device count) by repeating the last survivor.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,41 +30,125 @@ from jaxopt_core.training.search.halving import SuccessiveHalving, rung_schedule
 from jaxopt_core.training.sharding import gather_to_host, put_on_mesh
 
 
+class HalvingRun(NamedTuple):
+    """What every rung of one successive halving run shares."""
+
+    config: SuccessiveHalving
+    spec: SweepSpec
+    shared: tuple
+    eval_data: Any
+    hp: dict  # host arrays, K rows
+    chunk_size: int | None
+    members: NamedSharding
+    ranking: tuple[str, str]
+    token: Any
+
+
+class HalvingCarry(NamedTuple):
+    """A halving run after ``rung`` rungs: ``state`` the carry of the members
+    still running (``ids``, grid order; rows padded to the chunk),
+    ``losses`` ``[K, steps]`` on the host (NaN where not trained),
+    ``stopped_at`` ``[K]`` (0: running), ``done`` the outputs of
+    ``sweep_finish`` with K rows, filled for the members stopped (None before
+    the first rung ends)."""
+
+    rung: int
+    state: Any
+    ids: np.ndarray
+    losses: np.ndarray
+    stopped_at: np.ndarray
+    done: Any
+
+
 def run_halving(config: SuccessiveHalving, spec: SweepSpec, shared: tuple, eval_data: Any,
                 hp: dict[str, np.ndarray], chunk_size: int | None, members: NamedSharding,
-                ranking: tuple[str, str], token: Any) -> tuple[tuple, np.ndarray]:
+                ranking: tuple[str, str], token: Any, carry: HalvingCarry | None = None,
+                after: Any = None) -> tuple[tuple, np.ndarray]:
     """Successive halving of the K members of ``hp`` (host arrays).
 
     Returns ``(out, stopped_at)``: ``out`` the outputs of ``sweep_program``
     for the K members in grid order (losses and evaluations NaN after a
     member stopped, params and the rest at its stop), ``stopped_at`` ``[K]``.
+    ``carry``: go on from there (a resumed run); ``after(carry, out, keep)``
+    runs after each rung (``out``: the rung's outputs before compaction,
+    ``keep``: the survivors' rows of it).
     """
-    k = len(next(iter(hp.values())))
-    params, data, key_data = shared
+    run = HalvingRun(config, spec, shared, eval_data, hp, chunk_size, members, ranking, token)
+    if carry is None:
+        carry = halving_start(run)
+    for _ in range(carry.rung, len(halving_schedule(run))):
+        carry, out, keep = halving_rung(run, carry)
+        if after is not None:
+            after(carry, out, keep)
+    return halving_outputs(carry, spec.steps)
+
+
+def halving_schedule(run: HalvingRun) -> list[tuple[int, int]]:
+    """The run's ``rung_schedule``."""
+    return rung_schedule(len(next(iter(run.hp.values()))), run.spec.steps, run.config)
+
+
+def halving_start(run: HalvingRun) -> HalvingCarry:
+    """The carry before the first rung: every member running from step 0."""
+    k = len(next(iter(run.hp.values())))
+    params, data, key_data = run.shared
     ids = np.arange(k)  # the running members, in grid order
-    rows = _pad_rows(np.arange(k), _chunk(k, chunk_size, members))
-    state = sweep_start(params, data, key_data, _on_mesh(hp, ids[rows], members), spec=spec)
-    losses = np.full((k, spec.steps), np.nan, np.float32)
-    pieces, stopped_at, prev = [], np.zeros(k, np.int32), 0
-    schedule = rung_schedule(k, spec.steps, config)
-    for r, (end, n) in enumerate(schedule):
-        hp_now = _on_mesh(hp, ids[rows], members)
-        state = _segment(spec, shared, eval_data, state, hp_now, (prev, end), token,
-                         _chunk(n, chunk_size, members), losses, ids)
-        out = sweep_finish(state, eval_data, spec=spec)
-        last = r == len(schedule) - 1
-        keep = (np.arange(0) if last else
-                _survivors(out, losses[ids], n, prev, end, ranking, config.eta))
-        stop = np.setdiff1d(np.arange(n), keep)  # all of them after the last rung
-        pieces.append((ids[stop], stop, out))
-        stopped_at[ids[stop]] = end
-        if not last:  # compact: the survivors' rows, padded to the chunk
-            chunk = _chunk(len(keep), chunk_size, members)
-            state, ids = _take_state(spec, state, _pad_rows(keep, chunk)), ids[keep]
-            rows = _pad_rows(np.arange(len(keep)), chunk)
-        prev = end
-    out = _assemble(pieces)
-    return _mark_stopped(out, losses, stopped_at, spec.steps), stopped_at
+    state = sweep_start(params, data, key_data, hp_rows(run, ids), spec=run.spec)
+    return HalvingCarry(0, state, ids, np.full((k, run.spec.steps), np.nan, np.float32),
+                        np.zeros(k, np.int32), None)
+
+
+def halving_rung(run: HalvingRun, carry: HalvingCarry) -> tuple[HalvingCarry, Any, np.ndarray]:
+    """Rung ``carry.rung``: train the running members to its end, rank them,
+    record the stopped ones in ``done`` and compact the survivors' state.
+    Returns ``(carry after it, the rung's outputs, local rows kept)``."""
+    schedule = halving_schedule(run)
+    r, ids, losses = carry.rung, carry.ids, carry.losses
+    (end, n), prev = schedule[r], schedule[r - 1][0] if r else 0
+    state = _segment(run.spec, run.shared, run.eval_data, carry.state, hp_rows(run, ids),
+                     (prev, end), run.token, _chunk(n, run.chunk_size, run.members), losses, ids)
+    out = sweep_finish(state, run.eval_data, spec=run.spec)
+    last = r == len(schedule) - 1
+    keep = (np.arange(0) if last else
+            _survivors(out, losses[ids], n, prev, end, run.ranking, run.config.eta))
+    stop = np.setdiff1d(np.arange(n), keep)  # all of them after the last rung
+    done = place_rows(carry.done, out, ids[stop], stop, len(losses))
+    stopped_at = carry.stopped_at.copy()
+    stopped_at[ids[stop]] = end
+    if not last:  # compact: the survivors' rows, padded to the chunk
+        chunk = _chunk(len(keep), run.chunk_size, run.members)
+        state, ids = _take_state(run.spec, state, _pad_rows(keep, chunk)), ids[keep]
+    return HalvingCarry(r + 1, state, ids, losses, stopped_at, done), out, keep
+
+
+def halving_outputs(carry: HalvingCarry, steps: int) -> tuple[tuple, np.ndarray]:
+    """``(out, stopped_at)`` of a run whose carry is ``carry`` (see
+    :func:`run_halving`); members running have ``stopped_at`` 0."""
+    return _mark_stopped(carry.done, carry.losses, carry.stopped_at, steps), carry.stopped_at
+
+
+def place_rows(done: Any, out: Any, dst: np.ndarray, src: np.ndarray, k: int) -> Any:
+    """``done`` (K-row outputs; None: zeros) with rows ``dst`` set to rows
+    ``src`` of ``out``: a copy, no arithmetic, so every bit is kept."""
+    if done is None:
+        done = _zeros(out, k)
+    return _scatter(done, out, jnp.asarray(dst, jnp.int32), jnp.asarray(src, jnp.int32))
+
+
+@functools.partial(jax.jit, static_argnums=(1,))
+def _zeros(out: Any, k: int) -> Any:
+    return jax.tree.map(lambda x: jnp.zeros((k, *x.shape[1:]), x.dtype), out)
+
+
+@jax.jit
+def _scatter(done: Any, out: Any, dst: jax.Array, src: jax.Array) -> Any:
+    return jax.tree.map(lambda d, x: d.at[dst].set(jnp.take(x, src, axis=0)), done, out)
+
+
+def hp_rows(run: HalvingRun, ids: np.ndarray) -> dict:
+    """The grid values of the running members ``ids``, padded to the chunk."""
+    rows = _pad_rows(np.arange(len(ids)), _chunk(len(ids), run.chunk_size, run.members))
+    return _on_mesh(run.hp, ids[rows], run.members)
 
 
 def _chunk(n: int, chunk_size: int | None, members: NamedSharding) -> int:
@@ -151,21 +235,6 @@ def _concat(states: list, axes: list) -> Any:
     leaves = [x if a is None else jnp.concatenate([f[0][i] for f in flat], axis=a)
               for i, (x, a) in enumerate(zip(flat[0][0], axes))]
     return treedef.unflatten(leaves)
-
-
-def _assemble(pieces: list) -> Any:
-    """The stopped members' rows of every rung's outputs, back in grid order
-    (one compiled gather for the whole run)."""
-    order = np.concatenate([ids for ids, _, _ in pieces])
-    offsets = np.cumsum([0] + [jax.tree.leaves(out)[0].shape[0] for _, _, out in pieces])
-    rows = np.concatenate([offset + local for (_, local, _), offset in zip(pieces, offsets)])
-    return _gather([out for _, _, out in pieces], jnp.asarray(rows[np.argsort(order)], jnp.int32))
-
-
-@jax.jit
-def _gather(outs: list, rows: jax.Array) -> Any:
-    merged = jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), merged)
 
 
 def _mark_stopped(out, losses, stopped_at, steps):
