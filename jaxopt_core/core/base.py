@@ -15,6 +15,7 @@ optimizer can be used anywhere optax expects one (``optax.chain``, flax's
 from __future__ import annotations
 
 import inspect
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -161,6 +162,13 @@ def accepts_extra_args(transform: Any) -> bool:
         return True
     if isinstance(transform, optax.GradientTransformation):
         return False
+    update = transform.update
+    if type(update) is types.FunctionType and not any(
+            hasattr(update, a) for a in ("__wrapped__", "__signature__", "_partialmethod",
+                                         "__partialmethod__")):
+        # What inspect.signature reads for a plain function, without building it
+        # (a sweep builds the optimizer once per member).
+        return bool(update.__code__.co_flags & inspect.CO_VARKEYWORDS)
     try:
         parameters = inspect.signature(transform.update).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature

@@ -8,6 +8,7 @@ sync, so it is accepted as is: that is the price of hyperparameters as data.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -54,20 +55,25 @@ def check_number(
     """
     if allow_schedule and callable(value) and not isinstance(value, jax.Array):
         return value
-    try:
-        arr = _concrete(value)
-    except TypeError:
-        kinds = "a number, a JAX/NumPy array" + (" or a schedule" if allow_schedule else "")
-        raise TypeError(f"{name} must be {kinds}; got {value!r} ({type(value).__name__})") from None
-    if arr is None:
-        return value
-    if not np.all(np.isfinite(arr)):
+    if type(value) is float:  # a Python float: the same float64 checks, without NumPy
+        arr, finite, any_ = value, math.isfinite(value), bool  # (sweeps: K constructor calls)
+    else:
+        try:
+            arr = _concrete(value)
+        except TypeError:
+            kinds = "a number, a JAX/NumPy array" + (" or a schedule" if allow_schedule else "")
+            raise TypeError(
+                f"{name} must be {kinds}; got {value!r} ({type(value).__name__})") from None
+        if arr is None:
+            return value
+        finite, any_ = np.all(np.isfinite(arr)), np.any
+    if not finite:
         raise ValueError(f"{name} must be finite; got {name}={value!r}")
     lo_bad = hi_bad = False
     if low is not None:
-        lo_bad = np.any(arr <= low) if low_open else np.any(arr < low)
+        lo_bad = any_(arr <= low) if low_open else any_(arr < low)
     if high is not None:
-        hi_bad = np.any(arr >= high) if high_open else np.any(arr > high)
+        hi_bad = any_(arr >= high) if high_open else any_(arr > high)
     if lo_bad or hi_bad:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
