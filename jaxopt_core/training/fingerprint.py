@@ -15,13 +15,14 @@ Functions and optimizers have no value to compare, so :func:`describe`
 writes a *description*: the module and qualified name of a function, and,
 recursively, what it closes over (the numbers a ``jc.adam(0.1)`` or
 ``optax.adam(0.1)`` captured), its defaults, a ``functools.partial``'s
-arguments, a NamedTuple's fields.
+arguments, a NamedTuple's or a dataclass's fields (``jc.pbt(...)``).
 
 Limits (what a description cannot see): the code of a function (edit the
 body of ``loss_fn`` and keep its name, and the checkpoint is accepted);
 module globals a function reads; objects other than functions, containers,
-numbers, strings and arrays, which are described by their type alone (a
-flax Module's fields, for instance, are not compared); anything more than a
+numbers, strings, arrays and dataclasses, which are described by their type
+alone (a flax nnx Module's attributes, for instance, are not compared; a
+linen Module, a dataclass, is described by its fields); anything more than a
 few closures deep. These limits make a false *refusal* unlikely (nothing in
 a description depends on memory addresses or object identity), at the price
 of accepting some changed configurations; the library versions are stored
@@ -39,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import re
@@ -110,6 +112,10 @@ def _describe(obj: Any, depth: int, seen: frozenset) -> str:
         return _name_of(obj)
     if is_namedtuple(obj):
         items = ", ".join(f"{n}={go(v)}" for n, v in zip(obj._fields, obj))
+        return f"{_name_of(type(obj))}({items})"
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # jc.pbt(...), axes
+        items = ", ".join(f"{f.name}={go(getattr(obj, f.name, None))}"
+                          for f in dataclasses.fields(obj))
         return f"{_name_of(type(obj))}({items})"
     if isinstance(obj, (tuple, list)):
         return f"{type(obj).__name__}[{', '.join(go(v) for v in obj)}]"

@@ -52,3 +52,15 @@ def test_shapes_and_differences():
     assert line.startswith("optimizer:") and "xa" in line and "xb" in line and len(line) < 400
     assert differences({"a": "1"}, {"b": "1"}) == [
         "a: checkpoint '1', this call '<absent>'", "b: checkpoint '<absent>', this call '1'"]
+
+
+def test_search_settings_are_described_by_their_fields():
+    # A checkpointed PBT sweep resumed with other perturb factors, bounds or
+    # resample_prob was accepted: the frozen dataclasses were described by type.
+    assert describe(jc.pbt(5)) == describe(jc.pbt(5))
+    for other in (jc.pbt(5, perturb=(0.5, 2.0)), jc.pbt(5, resample_prob=0.5),
+                  jc.pbt(5, bounds={"learning_rate": (1e-3, 1e-2)})):
+        assert describe(other) != describe(jc.pbt(5))
+    assert describe(jc.successive_halving(3)) != describe(jc.successive_halving(2))
+    assert describe(jc.log_uniform(1e-3, 1.0)) != describe(jc.log_uniform(1e-4, 1.0))
+    assert "perturb=tuple[0.5, 2.0]" in describe(jc.pbt(5, perturb=(0.5, 2.0)))
