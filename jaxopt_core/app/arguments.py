@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint-every", type=_non_negative_int, default=None, metavar="N",
                        help="save a checkpoint into OUT/checkpoints every N steps, so Ctrl-C "
                        "or a crash loses at most N steps (default: a quarter of --steps; 0: "
-                       "none; not with --search halving)")
+                       "none; with --search halving, at the rung ends that pass a multiple of N)")
         p.add_argument("--resume", type=Path, default=None, metavar="DIR",
                        help="continue the interrupted run in DIR from its last checkpoint, "
                        "with the options in DIR/config.json (other options are ignored but "

@@ -164,9 +164,6 @@ def _searching(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
 
     if args.command != "sweep":
         return {}
-    if args.search == "halving" and args.checkpoint_every:  # else silently not checkpointed
-        parser.error(f"argument --checkpoint-every: successive halving is not checkpointed; "
-                     f"got --checkpoint-every {args.checkpoint_every} with --search halving")
     k = args.sample or len(args.lr) * len(args.l1) * len(args.l2)
     error = sample_error(args.lr, args.sample) or search_error(
         args.search, args.steps, args.eta, args.pbt_every, k)

@@ -2,7 +2,7 @@
 
 A ``sweep`` or ``fit`` run checkpoints into ``<run folder>/checkpoints``
 every ``--checkpoint-every`` steps (default: a quarter of ``--steps``; 0: no
-checkpoints; successive halving is not checkpointed) and writes its
+checkpoints; successive halving saves at rung ends) and writes its
 ``config.json`` before training starts, so a killed run can be resumed:
 ``jaxopt-core sweep --resume DIR`` re-reads every option from
 ``DIR/config.json`` and makes the same call with the same checkpoint folder,
@@ -57,8 +57,8 @@ def resumed_args(args: argparse.Namespace, parser: argparse.ArgumentParser
 def _why_no_checkpoints(folder: Path, options: dict) -> str:
     """Why a run folder has no checkpoints: made without, finished (its
     checkpoints deleted), or stopped before the first one."""
-    if options.get("checkpoint_every") == 0 or options.get("search") == "halving":
-        return "the run was made with --checkpoint-every 0 or with successive halving"
+    if options.get("checkpoint_every") == 0:
+        return "the run was made with --checkpoint-every 0"
     if (folder / f"{options.get('command')}.npz").exists():
         return (f"the run finished and deleted its checkpoints: nothing to resume; "
                 f"jaxopt-core show {folder} prints its results")
@@ -79,8 +79,9 @@ def partial_note(result: Any, config: dict, folder: Path) -> str | None:
 
 def checkpoint_every(option: int | None, steps: int, search: str = "none") -> int | None:
     """The library's ``checkpoint_every``: ``--checkpoint-every`` (None: a
-    quarter of the steps; 0: none); None when not checkpointing."""
-    if option == 0 or search == "halving":
+    quarter of the steps; 0: none); None when not checkpointing. With
+    ``search`` "halving" the library rounds it up to rung ends."""
+    if option == 0:
         return None
     return max(1, steps // 4) if option is None else option
 

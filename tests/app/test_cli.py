@@ -159,7 +159,6 @@ ERRORS = [
     (["--search", "pbt", "--pbt-every", "300"], "--pbt-every"),
     (["--search", "halving", "--steps", "5", "--lr", "1e-3:1:81"], "--search"),
     (["fit", "--search", "pbt"], "--search"),  # sweep-only option
-    (["--search", "halving", "--checkpoint-every", "5"], "--checkpoint-every"),  # not ignored
     (["--top", "-1"], "--top"),
     (["show"], "folder"),
     (["show", "{a_file}"], "folder"),
@@ -264,6 +263,7 @@ def test_sweep_with_successive_halving(tmp_path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "search: halving" in text and "halving: 63 member-steps, 26% of the full" in text
+    assert not (out / "checkpoints").exists()  # checkpointed at rung ends, deleted when done
     rows = _rows(out / "sweep.csv")
     assert sorted(int(r["stopped_at"]) for r in rows) == [3] * 6 + [9] * 2 + [27]
     best = min(rows, key=lambda r: int(r["rank"]))
