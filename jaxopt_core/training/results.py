@@ -121,7 +121,8 @@ class SweepResult(NamedTuple):
         return int(np.shape(self.losses)[0] * self._steps())
 
     def final_losses(self) -> np.ndarray:
-        """``[K]`` losses at the last step (NaN for diverged members), on the host."""
+        """``[K]`` losses at the last step (NaN for diverged members), on the
+        host; with ``log_every``, the mean over the last window."""
         return to_host(self.losses[:, -1])
 
     def final_evals(self) -> dict[str, np.ndarray]:
