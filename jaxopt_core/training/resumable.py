@@ -14,6 +14,9 @@ orbax step per save) the tree::
      "done":   (sweep) the outputs of the chunks already finished,
      "extra":  {name: array}: the place for a search strategy's own state}
 
+(successive halving saves a tree of its own at rung ends through the same
+:class:`Checkpointed`: :mod:`jaxopt_core.training.search.halving_resume`)
+
 with the JSON meta ``{"chunk", "t"}`` (the orbax step number is
 ``chunk * steps + t``, so later is larger). The same call with the same
 folder reads the last complete step, restores the tree into the abstract

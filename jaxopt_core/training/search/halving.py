@@ -57,6 +57,8 @@ def successive_halving(eta: int = 3, min_steps: int | None = None) -> Successive
     gains ``stopped_at`` (``[K]``, the steps each member trained); its losses
     and evaluations are NaN after a member stops, and ``params`` holds each
     member's state when it stopped. ``member_steps`` is the compute spent.
+    With ``checkpoint_dir`` the run saves at rung ends and resumes bit for
+    bit (:mod:`~jaxopt_core.training.search.halving_resume`).
 
     Args:
         eta: the reduction factor, an int >= 2.
