@@ -59,12 +59,12 @@ from jaxopt_core.training.resumable import Checkpointed, RunStopped
 from jaxopt_core.training.search.halving_run import (
     HalvingCarry,
     HalvingRun,
+    assemble,
     halving_outputs,
     halving_rung,
     halving_schedule,
     halving_start,
     hp_rows,
-    place_rows,
 )
 from jaxopt_core.training.sharding import gather_to_host, put_on_mesh
 
@@ -83,8 +83,7 @@ def run_halving_checkpointed(ck: Checkpointed, run: HalvingRun,
         saved = [schedule[carry.rung - 1][0] if carry.rung else 0]
         try:
             while carry.rung < len(schedule):
-                carry, out, keep = halving_rung(run, carry)
-                _after_rung(ck, run, carry, out, keep, saved)
+                carry = _after_rung(ck, run, *halving_rung(run, carry), saved)
         except RunStopped as stopped:
             t = int(stopped.steps_trained.max())
             partial = partial_of(stopped.out[0], stopped.out[1], t)
@@ -93,17 +92,19 @@ def run_halving_checkpointed(ck: Checkpointed, run: HalvingRun,
 
 
 def _after_rung(ck: Checkpointed, run: HalvingRun, carry: HalvingCarry, out: Any,
-                keep: np.ndarray, saved: list) -> None:
+                keep: np.ndarray, saved: list) -> HalvingCarry:
     """Save after the rung ``carry.rung - 1`` when due (or on Ctrl-C); on
     Ctrl-C before the last rung, raise :class:`RunStopped` with the partial
-    outputs."""
+    outputs. Returns the carry (its stopped outputs in one piece if saved)."""
     schedule = halving_schedule(run)
     end, finished = schedule[carry.rung - 1][0], carry.rung == len(schedule)
     stopping = ck.guard.requested
     if stopping or finished or end // ck.every > saved[0] // ck.every:
         whole = _replicated(run)
         ck.extra = {"stopped_at": put_on_mesh(carry.stopped_at, whole)}
-        tree = {"losses": put_on_mesh(carry.losses, whole), "done": carry.done}
+        done = assemble(carry.done, len(carry.stopped_at))
+        carry = carry._replace(done=[_stopped_piece(carry.stopped_at, done)])  # same rows
+        tree = {"losses": put_on_mesh(carry.losses, whole), "done": done}
         if not finished:
             ck.extra["ids"] = put_on_mesh(carry.ids.astype(np.int32), whole)
             tree["state"] = carry.state
@@ -116,9 +117,10 @@ def _after_rung(ck: Checkpointed, run: HalvingRun, carry: HalvingCarry, out: Any
         # The running members' outputs after this rung's last step, as if stopped here.
         stopped_at = carry.stopped_at.copy()
         stopped_at[carry.ids] = end
-        done = place_rows(carry.done, out, carry.ids, keep, len(stopped_at))
+        done = [*carry.done, (carry.ids, keep, out)]
         raise RunStopped(halving_outputs(carry._replace(done=done, stopped_at=stopped_at),
                                          run.spec.steps), stopped_at)
+    return carry
 
 
 def _restore(ck: Checkpointed, run: HalvingRun, step: int, meta: dict) -> HalvingCarry:
@@ -145,8 +147,16 @@ def _restore(ck: Checkpointed, run: HalvingRun, step: int, meta: dict) -> Halvin
     host = gather_to_host((tree["losses"], ck.restored_extra))
     losses, extra = np.array(host[0]), host[1]
     ids = np.asarray(extra.get("ids", np.zeros(0, np.int32))).astype(np.int64)
-    return HalvingCarry(rung, tree.get("state"), ids, losses,
-                        np.array(extra["stopped_at"]), tree["done"])
+    stopped_at = np.array(extra["stopped_at"])
+    return HalvingCarry(rung, tree.get("state"), ids, losses, stopped_at,
+                        [_stopped_piece(stopped_at, tree["done"])])
+
+
+def _stopped_piece(stopped_at: np.ndarray, done: Any) -> tuple:
+    """The stopped members' rows of the K-row outputs ``done``, as a piece of
+    ``HalvingCarry.done``."""
+    stopped = np.flatnonzero(stopped_at > 0)
+    return stopped, stopped, done
 
 
 def _replicated(run: HalvingRun) -> NamedSharding:

@@ -48,16 +48,16 @@ class HalvingCarry(NamedTuple):
     """A halving run after ``rung`` rungs: ``state`` the carry of the members
     still running (``ids``, grid order; rows padded to the chunk),
     ``losses`` ``[K, steps]`` on the host (NaN where not trained),
-    ``stopped_at`` ``[K]`` (0: running), ``done`` the outputs of
-    ``sweep_finish`` with K rows, filled for the members stopped (None before
-    the first rung ends)."""
+    ``stopped_at`` ``[K]`` (0: running), ``done`` the outputs of the members
+    stopped: a list of ``(grid ids, rows, outputs of sweep_finish)``, put
+    together in grid order by :func:`assemble` (one gather for the run)."""
 
     rung: int
     state: Any
     ids: np.ndarray
     losses: np.ndarray
     stopped_at: np.ndarray
-    done: Any
+    done: list
 
 
 def run_halving(config: SuccessiveHalving, spec: SweepSpec, shared: tuple, eval_data: Any,
@@ -95,12 +95,12 @@ def halving_start(run: HalvingRun) -> HalvingCarry:
     ids = np.arange(k)  # the running members, in grid order
     state = sweep_start(params, data, key_data, hp_rows(run, ids), spec=run.spec)
     return HalvingCarry(0, state, ids, np.full((k, run.spec.steps), np.nan, np.float32),
-                        np.zeros(k, np.int32), None)
+                        np.zeros(k, np.int32), [])
 
 
 def halving_rung(run: HalvingRun, carry: HalvingCarry) -> tuple[HalvingCarry, Any, np.ndarray]:
     """Rung ``carry.rung``: train the running members to its end, rank them,
-    record the stopped ones in ``done`` and compact the survivors' state.
+    keep the stopped ones' outputs in ``done`` and compact the survivors' state.
     Returns ``(carry after it, the rung's outputs, local rows kept)``."""
     schedule = halving_schedule(run)
     r, ids, losses = carry.rung, carry.ids, carry.losses
@@ -112,7 +112,7 @@ def halving_rung(run: HalvingRun, carry: HalvingCarry) -> tuple[HalvingCarry, An
     keep = (np.arange(0) if last else
             _survivors(out, losses[ids], n, prev, end, run.ranking, run.config.eta))
     stop = np.setdiff1d(np.arange(n), keep)  # all of them after the last rung
-    done = place_rows(carry.done, out, ids[stop], stop, len(losses))
+    done = [*carry.done, (ids[stop], stop, out)]
     stopped_at = carry.stopped_at.copy()
     stopped_at[ids[stop]] = end
     if not last:  # compact: the survivors' rows, padded to the chunk
@@ -124,25 +124,25 @@ def halving_rung(run: HalvingRun, carry: HalvingCarry) -> tuple[HalvingCarry, An
 def halving_outputs(carry: HalvingCarry, steps: int) -> tuple[tuple, np.ndarray]:
     """``(out, stopped_at)`` of a run whose carry is ``carry`` (see
     :func:`run_halving`); members running have ``stopped_at`` 0."""
-    return _mark_stopped(carry.done, carry.losses, carry.stopped_at, steps), carry.stopped_at
+    out = assemble(carry.done, len(carry.stopped_at))
+    return _mark_stopped(out, carry.losses, carry.stopped_at, steps), carry.stopped_at
 
 
-def place_rows(done: Any, out: Any, dst: np.ndarray, src: np.ndarray, k: int) -> Any:
-    """``done`` (K-row outputs; None: zeros) with rows ``dst`` set to rows
-    ``src`` of ``out``: a copy, no arithmetic, so every bit is kept."""
-    if done is None:
-        done = _zeros(out, k)
-    return _scatter(done, out, jnp.asarray(dst, jnp.int32), jnp.asarray(src, jnp.int32))
-
-
-@functools.partial(jax.jit, static_argnums=(1,))
-def _zeros(out: Any, k: int) -> Any:
-    return jax.tree.map(lambda x: jnp.zeros((k, *x.shape[1:]), x.dtype), out)
+def assemble(pieces: list, k: int) -> Any:
+    """The K-row outputs of the members in ``pieces`` (``(grid ids, rows,
+    outputs)``), in grid order, in one compiled gather (a copy: every bit
+    kept); members in no piece get zeros."""
+    ids = np.concatenate([ids for ids, _, _ in pieces])
+    offsets = np.cumsum([0] + [jax.tree.leaves(out)[0].shape[0] for _, _, out in pieces])
+    rows = np.full(k, offsets[-1], np.int32)  # the zero row appended after the pieces
+    rows[ids] = np.concatenate([offset + local for (_, local, _), offset in zip(pieces, offsets)])
+    return _gather([out for _, _, out in pieces], jnp.asarray(rows))
 
 
 @jax.jit
-def _scatter(done: Any, out: Any, dst: jax.Array, src: jax.Array) -> Any:
-    return jax.tree.map(lambda d, x: d.at[dst].set(jnp.take(x, src, axis=0)), done, out)
+def _gather(outs: list, rows: jax.Array) -> Any:
+    merged = jax.tree.map(lambda *xs: jnp.concatenate([*xs, jnp.zeros_like(xs[0][:1])]), *outs)
+    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), merged)
 
 
 def hp_rows(run: HalvingRun, ids: np.ndarray) -> dict:

@@ -49,6 +49,7 @@ def whole():
     return halving()
 
 
+@pytest.mark.slow
 def test_resume_after_losing_the_last_checkpoint_is_bit_for_bit(tmp_path, whole):
     assert sorted(np.unique(whole.stopped_at).tolist()) == [3, 9, 27]
     first = halving(tmp_path)
