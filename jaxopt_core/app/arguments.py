@@ -141,43 +141,62 @@ def build_parser() -> argparse.ArgumentParser:
         "(the loss curve) and fit.png. Exit status 3 when it diverged.",
     )
     for p, lr_default, steps_default in ((sweep, "1e-4:1:32", 300), (fit, "0.01", 500)):
-        p.add_argument("--dataset", choices=list(DATASETS), default="digits",
-                       help="; ".join(f"{k}: {v[1]}" for k, v in DATASETS.items()))
-        p.add_argument("--model", choices=["auto", *MODELS], default="auto",
-                       help="auto: logistic for classification, linear for regression; "
-                       "mlp: one hidden tanh layer of 32 units")
-        p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
-                       help="momentum is sgd with momentum=0.9; proximal_gradient applies "
-                       "--l1/--l2 as exact proximal steps instead of loss penalties")
-        # String defaults go through `type` like command-line values, and
-        # --help shows them as typed.
-        p.add_argument("--lr", type=_learning_rates, default=lr_default, metavar="LR",
-                       help="learning rate(s): MIN:MAX:N (N log-spaced values), a comma "
-                       "list or one value")
-        for name, what in (("l1", "L1 strength l1*sum|w|"), ("l2", "L2 strength l2*sum(w^2)/2")):
-            p.add_argument(f"--{name}", type=_strengths, default="0", metavar=name.upper(),
-                           help=f"{what} on the weights (not biases): a value, a comma "
-                           "list or MIN:MAX:N, crossed with the learning rates")
-        p.add_argument("--steps", type=_positive_int, default=steps_default,
-                       help="optimizer steps per run")
-        p.add_argument("--batch-size", type=_batch_size, default=128, metavar="N",
-                       help="minibatch size, or 'full' for full-batch gradient descent")
-        p.add_argument("--seed", type=int, default=0,
-                       help="seed of the initialization and minibatch order (the "
-                       "train/validation split is fixed)")
-        p.add_argument("--out", type=Path, default=None,
-                       help=f"output folder (default: a new {DEFAULT_RUNS}/{p.prog.split()[-1]}"
-                       "-YYYYmmdd-HHMMSS)")
-        p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-        p.add_argument("--checkpoint-every", type=_non_negative_int, default=None, metavar="N",
-                       help="save a checkpoint into OUT/checkpoints every N steps, so Ctrl-C "
-                       "or a crash loses at most N steps (default: a quarter of --steps; 0: "
-                       "none; with --search halving, at the rung ends that pass a multiple of N)")
-        p.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                       help="continue the interrupted run in DIR from its last checkpoint, "
-                       "with the options in DIR/config.json (other options are ignored but "
-                       "--no-progress)")
-        p.set_defaults(parser=p)
+        _add_training_options(p, lr_default, steps_default)
+    _add_sweep_options(sweep)
+    show = sub.add_parser(
+        "show", formatter_class=fmt, help="report a saved run again and redraw its figure",
+        description="Print the table (or loss log) of a run folder written by sweep or fit "
+        "and redraw its figure from the saved result, without training. Exit status 3 when "
+        "every member diverged.",
+    )
+    _add_show_options(show)
+    return parser
+
+
+def _add_training_options(p: argparse.ArgumentParser, lr_default: str,
+                          steps_default: int) -> None:
+    """The options ``sweep`` and ``fit`` share: data, model, optimizer, run, checkpoints."""
+    p.add_argument("--dataset", choices=list(DATASETS), default="digits",
+                   help="; ".join(f"{k}: {v[1]}" for k, v in DATASETS.items()))
+    p.add_argument("--model", choices=["auto", *MODELS], default="auto",
+                   help="auto: logistic for classification, linear for regression; "
+                   "mlp: one hidden tanh layer of 32 units")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                   help="momentum is sgd with momentum=0.9; proximal_gradient applies "
+                   "--l1/--l2 as exact proximal steps instead of loss penalties")
+    # String defaults go through `type` like command-line values, and
+    # --help shows them as typed.
+    p.add_argument("--lr", type=_learning_rates, default=lr_default, metavar="LR",
+                   help="learning rate(s): MIN:MAX:N (N log-spaced values), a comma "
+                   "list or one value")
+    for name, what in (("l1", "L1 strength l1*sum|w|"), ("l2", "L2 strength l2*sum(w^2)/2")):
+        p.add_argument(f"--{name}", type=_strengths, default="0", metavar=name.upper(),
+                       help=f"{what} on the weights (not biases): a value, a comma "
+                       "list or MIN:MAX:N, crossed with the learning rates")
+    p.add_argument("--steps", type=_positive_int, default=steps_default,
+                   help="optimizer steps per run")
+    p.add_argument("--batch-size", type=_batch_size, default=128, metavar="N",
+                   help="minibatch size, or 'full' for full-batch gradient descent")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initialization and minibatch order (the "
+                   "train/validation split is fixed)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"output folder (default: a new {DEFAULT_RUNS}/{p.prog.split()[-1]}"
+                   "-YYYYmmdd-HHMMSS)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--checkpoint-every", type=_non_negative_int, default=None, metavar="N",
+                   help="save a checkpoint into OUT/checkpoints every N steps, so Ctrl-C "
+                   "or a crash loses at most N steps (default: a quarter of --steps; 0: "
+                   "none; with --search halving, at the rung ends that pass a multiple of N)")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the interrupted run in DIR from its last checkpoint, "
+                   "with the options in DIR/config.json (other options are ignored but "
+                   "--no-progress)")
+    p.set_defaults(parser=p)
+
+
+def _add_sweep_options(sweep: argparse.ArgumentParser) -> None:
+    """The options only ``sweep`` has: devices, table size, sampling and search."""
     sweep.add_argument("--devices", type=_positive_int, default=None,
                        help="number of devices to shard the members over (default: all)")
     sweep.add_argument("--top", type=_non_negative_int, default=10,
@@ -195,16 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="successive halving's reduction factor, an int >= 2")
     sweep.add_argument("--pbt-every", type=_positive_int, default=None, metavar="N",
                        help="steps between PBT rounds (default: a tenth of --steps)")
-    show = sub.add_parser(
-        "show", formatter_class=fmt, help="report a saved run again and redraw its figure",
-        description="Print the table (or loss log) of a run folder written by sweep or fit "
-        "and redraw its figure from the saved result, without training. Exit status 3 when "
-        "every member diverged.",
-    )
+
+
+def _add_show_options(show: argparse.ArgumentParser) -> None:
+    """The arguments of ``show``: the run folder, table size, figure path."""
     show.add_argument("folder", type=Path, help="the run folder (it holds sweep.npz or fit.npz)")
     show.add_argument("--top", type=_non_negative_int, default=None,
                       help="members shown in the table (default: as the run; 0: all)")
     show.add_argument("--png", type=Path, default=None,
                       help="where to write the figure (default: the PNG in the run folder)")
     show.set_defaults(parser=show)
-    return parser

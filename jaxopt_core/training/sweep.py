@@ -72,20 +72,15 @@ the host.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import NamedSharding
 
 from jaxopt_core.training.batching import as_key, check_steps
-from jaxopt_core.training.evaluation import EvalPlan, check_evaluation, eval_steps
+from jaxopt_core.training.evaluation import check_evaluation
 from jaxopt_core.training.grid import (
-    check_chunk_size,
     check_grid,
     freeze_mask,
     is_init_fn,
@@ -95,47 +90,35 @@ from jaxopt_core.training.grid import (
 from jaxopt_core.training.layout_safety import resolve_layout
 from jaxopt_core.training.program import (
     SweepSpec,
-    SweepState,
-    sweep_finish,
-    sweep_program,
-    sweep_segment,
-    sweep_start,
 )
-from jaxopt_core.training.progress import ProgressBar, report_every
+from jaxopt_core.training.progress import report_every
 from jaxopt_core.training.ranking import resolve_rank_by
 from jaxopt_core.training.results import SweepResult
 from jaxopt_core.training.resumable import (
-    Checkpointed,
     checkpoint_cadence,
-    run_sweep_checkpointed,
-    sweep_fingerprint,
 )
 from jaxopt_core.training.search.halving import SuccessiveHalving
-from jaxopt_core.training.search.halving_resume import run_halving_checkpointed
-from jaxopt_core.training.search.halving_run import HalvingRun, run_halving
-from jaxopt_core.training.search.pbt_program import pbt_outputs
 from jaxopt_core.training.search.strategy import (
     check_search,
-    member_steps,
     search_eval_every,
     search_plan,
 )
-from jaxopt_core.training.segments import check_segment_steps, run_segments, segment_plan
 from jaxopt_core.training.sharding import (
-    gather_small_fields,
     member_shardings,
-    member_to_host,
     put_on_mesh,
 )
 from jaxopt_core.training.step import check_callable
 from jaxopt_core.training.streaming import (
     STREAM,
-    ResumableStream,
     check_data,
-    cut_result,
-    run_stream_chunks,
 )
-from jaxopt_core.training.thinning import check_log_every, loss_steps
+from jaxopt_core.training.sweep_run import (
+    SweepCall,
+    member_chunks,
+    run_halving_sweep,
+    run_sweep,
+)
+from jaxopt_core.training.thinning import check_log_every
 
 
 def sweep(
@@ -353,147 +336,18 @@ def sweep(
                            (rank_by, rank_mode), chunk_size),
         log_every=log_every,
     )
-    shared = put_on_mesh((None if init_fn else params, None if streamed else data,
-                          jax.random.key_data(key)), replicated)
-    chunks = _chunks(hp, k, chunk_size, members)
-    shapes = {"params": None if init_fn else params, "data": STREAM if streamed else data,
-              "eval_data": eval_data}
+    call = SweepCall(
+        spec=spec, hp=hp, key=key, data=data, streamed=streamed,
+        shared=put_on_mesh((None if init_fn else params, None if streamed else data,
+                            jax.random.key_data(key)), replicated),
+        eval_data=put_on_mesh(eval_data, replicated),
+        shapes={"params": None if init_fn else params, "data": STREAM if streamed else data,
+                "eval_data": eval_data},
+        chunks=member_chunks(hp, k, chunk_size, members), chunk_size=chunk_size,
+        members=members, replicated=replicated, ranking=(rank_by, rank_mode),
+        progress=progress, segment_steps=segment_steps, allow_short=allow_short,
+        checkpoint_dir=checkpoint_dir, checkpoint_every=ck_every, search=search,
+    )
     if isinstance(search, SuccessiveHalving):
-        with ProgressBar(progress, total=steps, desc="sweep") as bar:
-            run = HalvingRun(search, spec, shared, put_on_mesh(eval_data, replicated), hp,
-                             chunk_size, members, (rank_by, rank_mode), bar.token_array())
-            if checkpoint_dir is None:
-                out, stopped_at = run_halving(*run)
-            else:  # checkpoints at rung ends: jaxopt_core.training.search.halving_resume
-                ck = Checkpointed(checkpoint_dir, sweep_fingerprint(
-                    spec, hp, key, chunks, shapes, segment_steps, ck_every, search),
-                    steps, ck_every)
-                out, stopped_at = run_halving_checkpointed(ck, run, lambda o, at, t: _collect(
-                    (*o, None), hp, k, plan, rank_by, rank_mode, at)._replace(steps_trained=t))
-        return _collect((*out, None), hp, k, plan, rank_by, rank_mode, stopped_at)
-    if segment_steps is not None:
-        segment_steps = check_segment_steps("segment_steps", segment_steps)
-    trained = steps
-    if streamed and checkpoint_dir is None:
-        run = functools.partial(run_chunk_segmented, spec, shared,
-                                put_on_mesh(eval_data, replicated))
-        outs, trained = run_stream_chunks(
-            run, chunks, data, steps=steps, segment_steps=segment_steps,
-            allow_short=allow_short, put=functools.partial(put_on_mesh, sharding=replicated),
-            progress=progress)
-        out = _concat(outs)
-    elif checkpoint_dir is not None:
-        if streamed and len(chunks) > 1:
-            raise ValueError(f"checkpoint_dir with an iterable of batches needs the members in "
-                             f"one chunk; chunk_size={chunk_size!r} makes {len(chunks)}")
-        # A stream is opened where the plan starts: 0, or the resumed step.
-        run = (ResumableStream(run_chunk_segmented, data, steps=steps, length=segment_steps,
-                               allow_short=allow_short,
-                               put=functools.partial(put_on_mesh, sharding=replicated))
-               if streamed else run_chunk_segmented)
-        ck = Checkpointed(checkpoint_dir, sweep_fingerprint(spec, hp, key, chunks, shapes,
-                                                            segment_steps, ck_every),
-                          steps, ck_every)
-        out = run_sweep_checkpointed(
-            ck, (sweep_start, run), spec, shared,
-            put_on_mesh(eval_data, replicated), chunks, progress, segment_steps,
-            lambda out, n: _collect(out, {h: v[:min(n, k)] for h, v in hp.items()}, min(n, k),
-                                    plan, rank_by, rank_mode))
-        trained = run.steps_trained if streamed else steps
-    else:
-        out = _run_chunks(spec, shared, put_on_mesh(eval_data, replicated), chunks, progress,
-                          segment_steps)
-    result = cut_result(_collect(out, hp, k, plan, rank_by, rank_mode), trained, steps)
-    if log_every is None:
-        return result
-    return result._replace(loss_steps=loss_steps(steps, log_every), member_steps=k * steps)
-
-
-def _chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[dict]:
-    """The grid cut into equal chunks, each a multiple of the device count
-    (the last padded by repeating the last member), placed on the mesh."""
-    n_dev = members.mesh.size
-    chunk = k if chunk_size is None else check_chunk_size(chunk_size)
-    chunk = -(-min(chunk, k) // n_dev) * n_dev
-    n_chunks = -(-k // chunk)
-    pad = n_chunks * chunk - k
-    padded = {n: np.concatenate([v, np.repeat(v[-1:], pad)]) for n, v in hp.items()}
-    return [put_on_mesh({n: v[c * chunk:(c + 1) * chunk] for n, v in padded.items()}, members)
-            for c in range(n_chunks)]
-
-
-def _run_chunks(spec: SweepSpec, shared: tuple, eval_data: Any, chunks: list[dict],
-                progress: bool, segment_steps: int | None = None) -> Any:
-    """Run every chunk through the one compiled program (or its segments);
-    outputs concatenated."""
-    outs = []
-    with ProgressBar(progress, total=spec.steps * len(chunks), desc="sweep") as bar:
-        for c, hp_c in enumerate(chunks):
-            base = np.int32(c * spec.steps)
-            # Errors raised while tracing name their culprit (loss_fn or
-            # optimizer_fn): see jaxopt_core.training.culprits.
-            if segment_steps is None:
-                outs.append(sweep_program(*shared, hp_c, bar.token_array(), base, eval_data,
-                                          spec=spec))
-            else:
-                outs.append(run_chunk_segmented(spec, shared, eval_data, hp_c, bar.token_array(),
-                                                base, segment_plan(spec.steps, segment_steps)))
-        if progress:
-            jax.block_until_ready(outs)
-    return _concat(outs)
-
-
-def _concat(outs: list) -> Any:
-    """The chunks' outputs joined along the member axis."""
-    if len(outs) == 1:
-        return outs[0]
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
-
-
-def run_chunk_segmented(spec: SweepSpec, shared: tuple, eval_data: Any, hp: dict, token: Any,
-                        base: Any, plan: list[tuple[int, int]], state: SweepState | None = None,
-                        losses: Any = None, after: Any = None, batches: Any = None) -> tuple:
-    """One chunk as a chain of segments (see :mod:`jaxopt_core.training.segments`):
-    the outputs of :func:`sweep_program`, computed segment by segment from
-    ``state`` (default: the start) with ``losses`` of the steps before it.
-    ``batches(t0, n)`` gives a segment's stacked batches (None: draw from the data);
-    ``after(state, t_done, losses)`` runs between segments."""
-    params, data, key_data = shared
-    if state is None:
-        state = sweep_start(params, data, key_data, hp, spec=spec)
-
-    def run_one(st, t0, n):
-        feed = None if batches is None else batches(t0, n)
-        return sweep_segment(st, data, key_data, hp, np.int32(t0), token, base, eval_data, feed,
-                             spec=spec, length=n)
-
-    state, losses = run_segments(state, plan, run_one, after, losses)
-    p, diverged, at, evals, best_params, best_step = sweep_finish(state, eval_data, spec=spec)
-    return p, losses, diverged, at, evals, best_params, best_step, pbt_outputs(state.search)
-
-
-def _collect(out: Any, hp: dict, k: int, plan: EvalPlan | None, rank_by: str,
-             rank_mode: str, stopped_at: np.ndarray | None = None) -> SweepResult:
-    """Drop the padding members and rank the rest."""
-    if jax.tree.leaves(out)[-1].shape[0] != k:
-        out = jax.tree.map(lambda x: x[:k], out)
-    new_params, losses, diverged, diverged_at, evals, best_params, best_step, searched = out
-    history, parents = (None, None) if searched is None else searched
-    evals = {n: evals[n] for n in plan.names} if plan else {}  # eval_fn's order, not sorted
-    taken = eval_steps(plan.steps, plan.every) if plan else np.zeros(0, np.int32)
-    result = SweepResult(dict(hp), losses, new_params, diverged, None, diverged_at, evals,
-                         taken, rank_by, rank_mode, best_params, best_step,
-                         member_steps=member_steps(k, losses.shape[1], stopped_at),
-                         stopped_at=stopped_at, hparams_history=history, parents=parents)
-    # Collective, in the call every process makes: all but the stacked params
-    # become host data on every process (jaxopt_core.training.sharding).
-    result = gather_small_fields(result)
-    # Gathering rebuilds dicts with sorted keys: keep the grid's and eval_fn's order.
-    result = result._replace(hparams={n: result.hparams[n] for n in hp},
-                             evals={n: result.evals[n] for n in evals},
-                             hparams_history=None if history is None else {
-                                 n: result.hparams_history[n] for n in hp})
-    order = result.member_order()
-    usable = ~result.diverged[order[0]] & np.isfinite(result.rank_values()[order[0]])
-    best = int(order[0]) if usable else None
-    return result._replace(best_index=best, best_member_params=member_to_host(new_params, best))
+        return run_halving_sweep(call)
+    return run_sweep(call)

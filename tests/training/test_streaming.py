@@ -19,7 +19,7 @@ from conftest import PARAMS, BatchLoader, count_compiles, mse, numpy_batches
 
 import jaxopt_core as jc
 from jaxopt_core.training.batching import Batcher
-from jaxopt_core.training.fit import FitSpec, fit_segment, run_fit_segmented
+from jaxopt_core.training.fit_program import FitSpec, fit_segment, run_fit_segmented
 from jaxopt_core.training.layout_safety import resolve_layout
 from jaxopt_core.training.prefetch import BatchIteratorError
 from jaxopt_core.training.segments import segment_plan
@@ -76,6 +76,7 @@ def _loop(batches, opt=OPT, params=PARAMS):
     return params, np.asarray(losses)
 
 
+@pytest.mark.slow
 def test_fit_on_a_generator_equals_a_train_step_loop():
     batches = numpy_batches(23)
     res = jc.fit(mse, PARAMS, OPT, (b for b in batches), steps=23, segment_steps=8)
@@ -86,6 +87,7 @@ def test_fit_on_a_generator_equals_a_train_step_loop():
     assert res.steps_trained == 23 and not bool(res.diverged)
 
 
+@pytest.mark.slow
 def test_fit_on_a_loader_equals_the_array_path_full_batch():
     data = numpy_batches(1, n=16)[0]
     kw = dict(steps=12, eval_fn=mse, eval_data=data, eval_every=5)
@@ -111,6 +113,7 @@ def _minibatches(data, batch_size, key, steps):
         yield jax.tree.map(np.asarray, batch)
 
 
+@pytest.mark.slow
 def test_fit_on_an_iterator_equals_the_array_path_minibatches():
     data, key = numpy_batches(1, n=20)[0], jax.random.key(3)
     ref = jc.fit(mse, PARAMS, OPT, data, steps=30, batch_size=6, key=key)
@@ -120,6 +123,7 @@ def test_fit_on_an_iterator_equals_the_array_path_minibatches():
         np.testing.assert_allclose(res.params[k], ref.params[k], rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_second_fit_with_a_fresh_iterator_compiles_nothing():
     batches = numpy_batches(23)
     jc.fit(mse, PARAMS, OPT, iter(batches), steps=23, segment_steps=8)  # 8, 8, 4 + 2 + 1
@@ -139,6 +143,7 @@ def test_second_fit_with_a_fresh_iterator_compiles_nothing():
     assert fit_segment._cache_size() == compiled
 
 
+@pytest.mark.slow
 def test_divergence_in_a_stream_is_flagged_at_its_step():
     batches = numpy_batches(10)
     x, y = batches[6]
@@ -169,6 +174,7 @@ def test_iterator_exception_propagates_with_its_step():
     assert isinstance(info.value.__cause__, OSError)
 
 
+@pytest.mark.slow
 def test_short_stream_raises_or_stops_with_allow_short():
     with pytest.raises(ValueError, match="ended after 13 batches.*steps=20"):
         jc.fit(mse, PARAMS, OPT, iter(numpy_batches(13)), steps=20, segment_steps=8)
@@ -217,6 +223,7 @@ def test_sweep_member_equals_fit_on_the_same_iterator():
                                        atol=1e-6)
 
 
+@pytest.mark.slow
 def test_sweep_on_an_iterator_equals_the_array_path():
     data = numpy_batches(1, n=16)[0]
     ref = jc.sweep(mse, PARAMS, jc.sgd, data, grid={"learning_rate": LRS[:2]},
@@ -227,6 +234,7 @@ def test_sweep_on_an_iterator_equals_the_array_path():
     assert res.best_index == ref.best_index
 
 
+@pytest.mark.slow
 def test_sweep_stream_edges():
     grid = {"learning_rate": LRS[:2]}
     with pytest.raises(ValueError, match="one-shot iterator.*chunk_size"):
@@ -258,6 +266,7 @@ class SkippingLoader(BatchLoader):
         return BatchLoader(self.batches[n:])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", [BatchLoader, SkippingLoader])
 def test_a_resumed_stream_run_reads_on_from_the_checkpointed_step(source):
     """What a checkpointed run does (issue 13's hook): stop after a segment,
