@@ -5,6 +5,8 @@ cannot be imported."""
 import subprocess
 import sys
 
+import pytest
+
 EXTRAS = ("pandas", "matplotlib", "rich", "tqdm", "sklearn")
 
 # A None entry in sys.modules makes `import name` raise ImportError, as if the
@@ -23,6 +25,7 @@ for argv in (["--help"], ["sweep", "--help"], ["show", "--help"], ["--lr", "0"],
 """
 
 
+@pytest.mark.slow
 def test_help_and_argument_errors_need_only_the_base_install(tmp_path):
     proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)

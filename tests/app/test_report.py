@@ -43,6 +43,7 @@ def printed(result, conf, **kwargs):
     return status, console.export_text()
 
 
+@pytest.mark.slow
 def test_write_run_writes_the_record_and_read_run_reads_it_back(swept, tmp_path):
     assert swept.diverged.tolist() == [False, False, True]
     paths = write_run(tmp_path, swept, config(), columns={"steps_trained": [30, 30, 12]})
@@ -58,6 +59,7 @@ def test_write_run_writes_the_record_and_read_run_reads_it_back(swept, tmp_path)
     np.testing.assert_array_equal(result.evals["val_r2"], swept.evals["val_r2"])
 
 
+@pytest.mark.slow
 def test_show_run_prints_the_ranked_table(swept):
     status, text = printed(swept, config(), seconds=1.25)
     assert status == 0
@@ -68,6 +70,7 @@ def test_show_run_prints_the_ranked_table(swept):
     assert "(2 more members in the CSV)" in text
 
 
+@pytest.mark.slow
 def test_every_member_diverged_is_status_3(tmp_path):
     res = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid={"learning_rate": np.array([20.0, 40.0])},
                    steps=30, eval_fn=evaluate, eval_data=DATA, rank_by="val_r2",
@@ -78,6 +81,7 @@ def test_every_member_diverged_is_status_3(tmp_path):
     assert status == 3 and "every member diverged" in text and "best:" not in text
 
 
+@pytest.mark.slow
 def test_a_fit_run_folder(tmp_path):
     res = jc.fit(mse, PARAMS, jc.sgd(0.1), DATA, steps=20, eval_fn=evaluate, eval_data=DATA)
     paths = write_run(tmp_path, res, config("fit"))
@@ -101,6 +105,7 @@ def test_read_run_names_what_is_wrong(tmp_path):
         read_run(tmp_path)
 
 
+@pytest.mark.slow
 def test_search_runs_show_final_hyperparameters_and_stops():
     # PBT changes a member's learning rate: the table and the best line give
     # the value it ended with too. Halving: members stopped early say so.

@@ -121,6 +121,7 @@ def test_resume_without_checkpoints_says_why(tmp_path, capsys):
     assert "--checkpoint-every 0" in _resume_error(tmp_path, capsys)
 
 
+@pytest.mark.slow
 def test_show_says_a_run_is_partial_and_how_to_resume(tmp_path, capsys):
     from jaxopt_core.app.report import write_run
     from jaxopt_core.app.resuming import CHECKPOINTS

@@ -17,6 +17,7 @@ class Layer(NamedTuple):
     b: jax.Array
 
 
+@pytest.mark.slow
 def test_chain_accepts_optax_transforms_and_matches_optax():
     ours = jc.chain(optax.clip(0.5), jc.scale_by_adam(), jc.scale_by_learning_rate(0.1))
     ref = optax.chain(optax.clip(0.5), optax.scale_by_adam(), optax.scale_by_learning_rate(0.1))
@@ -44,6 +45,7 @@ def test_apply_updates_keeps_dtypes_and_none():
     np.testing.assert_array_equal(np.asarray(out["a"], np.float32), 1.25)
 
 
+@pytest.mark.slow
 def test_optimizers_work_on_namedtuples_lists_and_scalars():
     params = [Layer(jnp.ones(3), jnp.array(2.0)), (jnp.zeros(()),)]
     opt = jc.adamw(0.1, mask=lambda p: [Layer(True, False), (False,)])
@@ -62,6 +64,7 @@ def test_identity_and_empty_state():
     np.testing.assert_array_equal(np.asarray(u["a"]), 1.0)
 
 
+@pytest.mark.slow
 def test_building_blocks_match_optax():
     g = {"x": jnp.array([1.0, -2.0, 0.5])}
     pairs = [

@@ -37,6 +37,7 @@ COMPLEX_PAIRS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [p[1] for p in COMPLEX_PAIRS], ids=[p[0] for p in COMPLEX_PAIRS])
 def test_complex_params_match_optax(make):
     # Second moments use |g|^2 = conj(g) g: squaring g would mix in the phase.
@@ -84,6 +85,7 @@ def test_extra_args_are_not_given_to_members_without_support():
         t.update(jnp.ones(2), t.init(jnp.ones(2)), jnp.ones(2), value=1.0)
 
 
+@pytest.mark.slow
 def test_low_precision_hyperparameters_as_in_optax():
     # inject_hyperparams stores hyperparameters in the params' dtype (bfloat16
     # here) and rebuilds the optimizer from them at every step.
@@ -115,6 +117,7 @@ COUNT_DTYPES = ["bfloat16", "float16", "float32", "int8", "int16", "int32", "uin
                 "uint32"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", COUNT_DTYPES)
 def test_safe_increment_matches_optax_for_every_dtype(dtype):
     dtype = jnp.dtype(dtype)

@@ -89,6 +89,7 @@ def test_trajectory_matches_optax_under_jit_and_vmap(opt_case):
     assert jax.tree.structure(ours) == jax.tree.structure(ref)
 
 
+@pytest.mark.slow
 def test_eager_step_matches_optax(opt_case):
     name, kw = opt_case
     params = make_params()
@@ -147,6 +148,7 @@ def test_float64_trajectories_match_optax_to_1e12():
         assert err <= 1e-12, (name, kw, err)
 
 
+@pytest.mark.slow
 def test_schedule_learning_rate_matches_optax(opt_case):
     name, kw = opt_case
     lr = LEARNING_RATES[name]
@@ -169,6 +171,7 @@ def test_schedule_learning_rate_matches_optax(opt_case):
     assert rel_err(a, b) <= 1e-6
 
 
+@pytest.mark.slow
 def test_new_learning_rate_does_not_recompile(opt_case, compiles):
     name, kw = opt_case
 
@@ -189,6 +192,7 @@ def test_new_learning_rate_does_not_recompile(opt_case, compiles):
     assert rel_err(p1, p2) > 0  # the new value was used, not a baked-in constant
 
 
+@pytest.mark.slow
 def test_state_dtypes_and_shapes_are_stable(opt_case):
     name, kw = opt_case
     opt = getattr(jc, name)(0.01, **kw)
@@ -211,6 +215,7 @@ def test_state_dtypes_and_shapes_are_stable(opt_case):
     chex.assert_trees_all_equal(s3, state)
 
 
+@pytest.mark.slow
 def test_low_precision_params_keep_their_dtype(opt_case):
     name, kw = opt_case
     opt = getattr(jc, name)(0.01, **kw)
@@ -233,6 +238,7 @@ def test_low_precision_params_keep_their_dtype(opt_case):
             assert bool(jnp.all(jnp.isfinite(leaf)))
 
 
+@pytest.mark.slow
 def test_adam_float16_zero_gradients_give_finite_updates():
     params = {"w": jnp.ones(4, jnp.float16)}
     zeros = {"w": jnp.zeros(4, jnp.float16)}
@@ -258,6 +264,7 @@ def test_mismatched_gradient_tree_names_both_structures(opt_case):
     assert "grads:" in str(err.value) and "PyTreeDef" in str(err.value)
 
 
+@pytest.mark.slow
 def test_optimizer_is_a_namedtuple_usable_by_optax():
     opt = jc.adam(1e-3)
     assert isinstance(opt, tuple) and opt._fields == ("init", "update")

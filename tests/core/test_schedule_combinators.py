@@ -46,6 +46,7 @@ CASES = [
 COUNTS = jnp.arange(0, 120, dtype=jnp.int32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,kw", CASES, ids=[c[0] for c in CASES])
 def test_schedule_equals_optax_at_every_step(name, kw):
     ours = jax.vmap(getattr(jc, name)(**kw))(COUNTS)
@@ -55,6 +56,7 @@ def test_schedule_equals_optax_at_every_step(name, kw):
     assert float(jnp.max(ref) - jnp.min(ref)) > 0 or kw.get("transition_steps") == 0
 
 
+@pytest.mark.slow
 def test_join_schedules_equals_optax():
     def pieces(m):
         return [
@@ -68,6 +70,7 @@ def test_join_schedules_equals_optax():
     np.testing.assert_allclose(np.asarray(ours), np.asarray(ref), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "case,numeric",
     [

@@ -55,6 +55,7 @@ def _stack(members):
             for k in members[0]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MEMBERS))
 def test_traced_arguments_give_optax_values(name):
     members = MEMBERS[name]

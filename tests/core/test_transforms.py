@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from conftest import TRANSFORM_TABLE
 from test_optimizers import loss, make_params, rel_err
 
@@ -57,6 +58,7 @@ def test_transform_matches_optax_step_by_step(transform_case):
     chex.assert_trees_all_close(our_state, ref_state, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_transform_changes_its_input(transform_case):
     # Agreement with optax proves nothing if both return the raw gradients:
     # every row must act on them (clip, scale, zero or delay) at some step.
@@ -86,6 +88,7 @@ def test_new_hyperparameter_does_not_recompile(transform_case, compiles):
     )
 
 
+@pytest.mark.slow
 def test_low_precision_params_keep_dtypes_and_stay_finite(transform_case):
     case_id, build, h = transform_case
     opt = build(jc, h)

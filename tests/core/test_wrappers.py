@@ -41,6 +41,7 @@ def run_both(ours, ref, grads, params=PARAMS, **extra):
     return s1, s2
 
 
+@pytest.mark.slow
 def test_apply_if_finite_skips_like_optax():
     # Steps 1-3 are non-finite: two are skipped, the third goes through
     # (more than max_consecutive_errors in a row), then normal steps resume.
@@ -73,6 +74,7 @@ def test_multisteps_with_skip_function_and_schedule_like_optax():
     assert jc.MultiSteps(jc.sgd(0.1), 2).gradient_transformation().init(PARAMS).mini_step == 0
 
 
+@pytest.mark.slow
 def test_inject_hyperparams_serves_both_libraries_factories():
     grads = grad_sequence(5)
     sched = optax.linear_schedule(0.1, 0.01, 4)
@@ -85,6 +87,7 @@ def test_inject_hyperparams_serves_both_libraries_factories():
         run_both(ours, reference, grads)
 
 
+@pytest.mark.slow
 def test_changed_hyperparameters_apply_without_recompile(compiles):
     # A population-based search overwrites hyperparameters between steps.
     opt = jc.inject_hyperparams(jc.lion)(learning_rate=0.01, b1=0.9, weight_decay=0.0)
@@ -105,6 +108,7 @@ def test_changed_hyperparameters_apply_without_recompile(compiles):
     assert float(jnp.max(jnp.abs(u1["w"]))) == pytest.approx(0.5)  # lion: |u| = lr
 
 
+@pytest.mark.slow
 def test_population_of_injected_hyperparameters_vmaps():
     opt = jc.inject_hyperparams(jc.nadamw)(learning_rate=0.1, weight_decay=0.01)
     lrs = jnp.array([0.1, 0.02, 0.3])
@@ -138,6 +142,7 @@ def test_injected_hyperparameter_dtype_follows_params_as_optax():
     assert jax.tree.leaves(u)[0].dtype == jnp.bfloat16
 
 
+@pytest.mark.slow
 def test_incremental_and_periodic_updates_match_optax():
     new = jax.tree.map(lambda p: 2 * p + 1, PARAMS)
     for tau in (0.0, 0.25, 1.0):
@@ -154,6 +159,7 @@ def test_incremental_and_periodic_updates_match_optax():
     assert jc.incremental_update({"a": None}, {"a": None}, 0.5) == {"a": None}
 
 
+@pytest.mark.slow
 def test_float16_global_norm_clipping_is_safe():
     # Squares of 300 overflow float16 (max 65504): optax's norm is inf and it
     # returns zeros; the norm taken in float32 clips correctly.

@@ -25,6 +25,7 @@ def _half_mse(w, a, b):
     return 0.5 * jnp.mean((a @ w - b) ** 2)
 
 
+@pytest.mark.slow
 def test_path_equals_separate_fits_and_compiles_once():
     lr, steps = 0.2, 300
     l1s = jnp.array([0.0, 0.02, 0.1, 0.3, 2.0])
@@ -64,6 +65,7 @@ def test_path_equals_separate_fits_and_compiles_once():
     assert not np.allclose(again.params, res.params)
 
 
+@pytest.mark.slow
 def test_path_with_a_mask_leaves_the_intercept_unpenalized():
     y = _B + 3.0
 

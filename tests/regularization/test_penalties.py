@@ -36,6 +36,7 @@ def test_penalty_values_and_conventions():
     assert jc.l2_penalty(jnp.ones(3, jnp.bfloat16)).dtype == jnp.float32
 
 
+@pytest.mark.slow
 def test_penalty_gradients():
     # d/dw 1/2 w^2 = w, bit for bit: the 1/2 convention makes it coupled decay.
     chex.assert_trees_all_equal(jax.grad(jc.l2_penalty)(PARAMS), PARAMS)
@@ -56,6 +57,7 @@ _X = jnp.asarray(np.random.default_rng(0).normal(size=(16, 4)), jnp.float32)
 _Y = jnp.asarray(np.random.default_rng(1).normal(size=16), jnp.float32)
 
 
+@pytest.mark.slow
 def test_regularized_signature_value_and_vmap():
     loss = jc.regularized(_loss, l1=0.3, l2=0.7)
     assert inspect.signature(loss) == inspect.signature(_loss)
@@ -89,6 +91,7 @@ def test_regularized_errors():
         jc.elastic_net_penalty(PARAMS, 0.1, -1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [lambda: jc.sgd(0.05, momentum=0.9), lambda: jc.adam(0.01)])
 def test_coupled_l2_is_adding_lambda_w_to_the_gradient(make):
     """torch's coupled ``weight_decay``: g <- g + lam w before the optimizer.
@@ -111,6 +114,7 @@ def test_coupled_l2_is_adding_lambda_w_to_the_gradient(make):
     assert not np.allclose(w["a"], 1.0)
 
 
+@pytest.mark.slow
 def test_gradient_steps_on_an_l1_loss_hover_while_the_prox_gives_zeros():
     """f = 1/2 |w - c|^2 with |c_i| < l1 has its minimum of f + l1|w|_1 at 0.
     Gradient descent on the regularized loss jumps across 0 by about lr * l1

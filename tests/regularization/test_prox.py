@@ -57,6 +57,7 @@ def test_thresholded_entries_are_positive_zero_and_nan_propagates():
     assert np.array_equal(_bits(out[:3]), np.zeros(3, np.uint32))
 
 
+@pytest.mark.slow
 def test_per_leaf_strength_prefix_and_mask():
     p = {"a": {"w": jnp.full((2, 2), 2.0), "b": jnp.full(2, 2.0)}, "c": jnp.full(3, -2.0)}
     out = jc.prox_l1(p, {"a": 0.5, "c": 1.5})  # a prefix: one value per subtree
@@ -186,6 +187,7 @@ def test_fista_matches_a_hand_written_loop_and_holds_the_extrapolated_point():
     assert np.all(_bits(np.asarray(held[-1])[both]) == 0)
 
 
+@pytest.mark.slow
 def test_proximal_gradient_schedule_vmap_and_mask():
     sched = jc.exponential_decay(_LR, transition_steps=1, decay_rate=0.9)
     held, _ = _steps(jc.proximal_gradient(sched, l1=1.0), jnp.ones(5), 2)

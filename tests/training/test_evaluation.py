@@ -98,6 +98,7 @@ def test_sweep_evals_equal_separate_runs_evaluated_eagerly():
     assert not np.allclose(again.evals["mse"], res.evals["mse"])
 
 
+@pytest.mark.slow
 def test_scalar_eval_after_the_last_step_only():
     def val_mse(params, data):
         return mse(params, data)
@@ -206,6 +207,7 @@ def test_divergence_is_reported_by_fit_and_frozen():
     assert swept.diverged_at.tolist() == [-1, at] and swept.best_index == 0
 
 
+@pytest.mark.slow
 def test_non_finite_optimizer_state_is_divergence():
     # The gradient 1e30 squares to inf in Adam's second moment; the update
     # mu / sqrt(nu) is then 0, so loss and params stay finite.

@@ -8,6 +8,7 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import jaxopt_core as jc
 from jaxopt_core.training.fingerprint import describe, describe_shapes, differences
@@ -34,6 +35,7 @@ def test_partials_functions_and_arrays():
     assert "0x" not in describe(lambda x: x) + describe(object())
 
 
+@pytest.mark.slow
 def test_description_is_the_same_in_another_process():
     code = ("import jaxopt_core as jc, optax, functools;"
             "from jaxopt_core.training.fingerprint import describe;"

@@ -56,6 +56,7 @@ def test_fit_with_optax_optimizer_and_scan_loop():
     np.testing.assert_allclose(res.losses, losses, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_train_step_loop_equals_fit_and_donates():
     opt = jc.adam(0.05)
     step = jc.make_train_step(mse, opt)
@@ -81,6 +82,7 @@ def test_train_step_loop_equals_fit_and_donates():
     assert not p0["w"].is_deleted()
 
 
+@pytest.mark.slow
 def test_minibatch_fit_follows_documented_order():
     """Epoch e is permutation(fold_in(key, e), n), cut into n // batch_size batches."""
     opt, key, n, bs = jc.sgd(0.05), jax.random.key(3), 32, 10
@@ -96,6 +98,7 @@ def test_minibatch_fit_follows_documented_order():
     np.testing.assert_allclose(res.losses, np.stack(losses), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n, batch_size", [(12, 4), (10, 4)])
 def test_epochs_visit_every_example_once(n, batch_size):
     """Example i contributes 2**i to its batch's loss, so each loss is a bitmask."""
@@ -122,6 +125,7 @@ def test_epochs_visit_every_example_once(n, batch_size):
     assert len({tuple(e) for e in masks.tolist()}) == epochs  # reshuffled every epoch
 
 
+@pytest.mark.slow
 def test_fit_compiles_once_for_new_values():
     opt = jc.adam(0.01)
     jc.fit(mse, PARAMS, opt, DATA, steps=5, batch_size=8)

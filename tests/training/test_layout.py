@@ -47,6 +47,7 @@ def test_ravel_round_trip_mixed_dtypes():
     chex.assert_trees_all_equal_dtypes(back, TREE)
 
 
+@pytest.mark.slow
 def test_leaves_are_packed_in_blocks():
     tree = [jnp.full((2,), i, jnp.float32) for i in range(70)] + [jnp.ones(3, jnp.int32)]
     flat = ravel(tree)
@@ -69,6 +70,7 @@ def test_flat_is_a_pytree_with_static_layout():
     assert f._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_gradient_through_unravel_is_the_flat_gradient():
     params = init_params()
     batch = (X, Y)
@@ -77,6 +79,7 @@ def test_gradient_through_unravel_is_the_flat_gradient():
     chex.assert_trees_all_close(flat_grad.unravel(), tree_grad, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_unravel_tree_gives_the_tree_state():
     params = init_params()
     opt = jc.rmsprop(0.01, centered=True, momentum=0.9)

@@ -46,6 +46,7 @@ def labelled(ax, label):
 LRS = np.array([1e-3, 1e-2, 1e-1, 1.0])
 
 
+@pytest.mark.slow
 def test_one_hyperparameter_curves_and_final_loss_with_diverged_marked():
     res = result({"learning_rate": LRS}, [4.0, 1.0, 0.5, 0.1], diverged=[0, 0, 0, 1],
                  best_index=2)
@@ -129,6 +130,7 @@ def test_many_hue_values_get_a_colour_bar():
         [t.get_text() for t in final.get_legend().get_texts()])
 
 
+@pytest.mark.slow
 def test_an_eval_metric_adds_validation_curves():
     evals = {"acc": np.array([[0.2, 0.5, 0.8], [0.1, 0.3, 0.6], [0.3, 0.2, 0.1]]),
              "val_loss": np.array([[2.0, 1.0, 0.5], [2.0, 1.5, 1.0], [2.0, 5.0, 50.0]])}
@@ -206,6 +208,7 @@ def test_bad_arguments_name_themselves_and_the_choices(kwargs, match):
         res.plot(**kwargs)
 
 
+@pytest.mark.slow
 def test_a_real_sweep_plots_and_renders():
     grid = jc.grid_product(learning_rate=[0.01, 0.1, 10.0], momentum=[0.0, 0.9])
     res = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid=grid, steps=30)

@@ -45,6 +45,7 @@ def _keep_only(folder, step):
             shutil.rmtree(folder / name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "opt",
     [pytest.param(optax.adam(0.05), id="optax.adam"),
@@ -88,6 +89,7 @@ def test_fit_ctrl_c_stops_with_partial_and_resumes(tmp_path):
     assert_same(resumed, whole)
 
 
+@pytest.mark.slow
 def test_another_configuration_is_refused(tmp_path):
     jc.fit(mse, PARAMS, jc.adam(0.1), DATA, checkpoint_dir=tmp_path, steps=6,
            checkpoint_every=3)
@@ -141,6 +143,7 @@ SWEEP_KW = {"grid": GRID, "steps": 23, "batch_size": 8, "eval_fn": mse,
 MOMENTUM = functools.partial(optax.sgd, momentum=0.9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "optimizer_fn, kw",
     [pytest.param(MOMENTUM, {}, id="optax"),
@@ -183,6 +186,7 @@ def test_sweep_ctrl_c_stops_with_partial_and_resumes(tmp_path):
     assert_same(resumed, whole)
 
 
+@pytest.mark.slow
 def test_sweep_with_another_grid_is_refused(tmp_path):
     grid = {"learning_rate": np.array([0.1, 0.2])}
     jc.sweep(mse, PARAMS, jc.sgd, DATA, grid=grid, steps=4, checkpoint_dir=tmp_path,

@@ -22,6 +22,7 @@ def assert_same(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "opt, kw",
     [
@@ -38,6 +39,7 @@ def test_fit_segments_equal_one_program(opt, kw):
     assert_same(whole, cut)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "optimizer_fn, kw",
     [
@@ -55,6 +57,7 @@ def test_sweep_segments_equal_one_program(optimizer_fn, kw):
     assert_same(whole._replace(best_index=None), cut._replace(best_index=None))
 
 
+@pytest.mark.slow
 def test_segments_compile_once_per_length():
     opt = jc.adam(0.05)
     jc.fit(mse, PARAMS, opt, DATA, steps=13, segment_steps=4)  # lengths 4 and 1

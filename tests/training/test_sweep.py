@@ -47,6 +47,7 @@ def test_several_hyperparameters_minibatch_and_seeds():
         np.testing.assert_allclose(res.losses[i], ref.losses, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_penalties_in_the_grid_equal_regularized():
     grid = {"learning_rate": np.array([0.05, 0.05]), "l1": np.array([0.0, 0.1]),
             "l2": np.array([0.5, 0.2])}
@@ -58,6 +59,7 @@ def test_penalties_in_the_grid_equal_regularized():
         np.testing.assert_allclose(res.losses[i], ref.losses, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_divergence_is_isolated_bit_for_bit():
     lrs = np.array([0.01, 0.1, 50.0, 0.3])  # sgd at lr=50 blows up on this problem
     res = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid={"learning_rate": lrs}, steps=200)
@@ -91,6 +93,7 @@ def mse_without_products(params, batch):
 CHUNK_GRID = {"learning_rate": np.linspace(0.01, 0.2, 7), "momentum": np.linspace(0.0, 0.9, 7)}
 
 
+@pytest.mark.slow
 def test_chunking_is_bit_for_bit_without_matrix_products():
     # The program does not depend on the chunk: same minibatches, keys, steps
     # and padding, member by member (7 members, chunks of 3: the last padded).
@@ -159,6 +162,7 @@ def test_grid_errors():
                  grid={"learning_rate": lr, "nesterov": np.array([True, False])})
 
 
+@pytest.mark.slow
 def test_result_helpers():
     matplotlib.use("Agg")
     lrs = np.array([0.003, 0.03, 0.3, 80.0])

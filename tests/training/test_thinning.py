@@ -87,6 +87,7 @@ def test_memory_drops_in_the_compiled_program():
     assert all_thin * 10 < all_full
 
 
+@pytest.mark.slow
 def test_save_load_and_plot_keep_the_steps_axis(tmp_path):
     thin = sweep(log_every=5)
     back = jc.load_result(thin.save(tmp_path / "r.npz"))

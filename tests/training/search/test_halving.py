@@ -62,6 +62,7 @@ def test_schedule_27_members_eta_3():
         rung_schedule(81, 20, SuccessiveHalving(3))
 
 
+@pytest.mark.slow
 def test_halving_keeps_the_members_a_host_reference_keeps(result, plain):
     counts = {s: int(np.sum(result.stopped_at >= s)) for s in (3, 9, 27, 81)}
     assert counts == {3: 27, 9: 9, 27: 3, 81: 1}
@@ -79,6 +80,7 @@ def test_halving_keeps_the_members_a_host_reference_keeps(result, plain):
     assert result.member_order()[0] == result.best_index
 
 
+@pytest.mark.slow
 def test_survivors_train_as_in_the_plain_sweep_bit_for_bit(result, plain):
     losses = np.asarray(result.losses)
     for i in range(K):
@@ -93,6 +95,7 @@ def test_survivors_train_as_in_the_plain_sweep_bit_for_bit(result, plain):
     np.testing.assert_array_equal(result.params[i], at9.params[0])
 
 
+@pytest.mark.slow
 def test_halving_chunked_equals_whole_and_compiles_once(result):
     chunked = halving(chunk_size=4)
     np.testing.assert_array_equal(chunked.stopped_at, result.stopped_at)
@@ -104,6 +107,7 @@ def test_halving_chunked_equals_whole_and_compiles_once(result):
     assert again.member_steps == 243
 
 
+@pytest.mark.slow
 def test_halving_ranks_by_an_evaluation_at_each_rung_end():
     target = jnp.array([0.5, 0.0])
 
@@ -134,6 +138,7 @@ def test_halving_settings_are_checked():
         halving(segment_steps=5)
 
 
+@pytest.mark.slow
 def test_halving_result_round_trips_through_a_file(result, tmp_path):
     back = jc.load_result(result.save(tmp_path / "halving.npz"))
     np.testing.assert_array_equal(back.stopped_at, result.stopped_at)
@@ -148,6 +153,7 @@ def test_halving_dataframe_has_stopped_at_and_ranks_later_rungs_first(result):
     assert np.all(np.diff(ranked) <= 0)
 
 
+@pytest.mark.slow
 def test_halving_keep_best_steps_stay_within_each_members_run():
     def score(w, _):
         return {"score": -jnp.sum((w - D) ** 2)}
@@ -158,6 +164,7 @@ def test_halving_keep_best_steps_stay_within_each_members_run():
     assert res.best_params_per_member.shape == (9, 2)
 
 
+@pytest.mark.slow
 def test_halving_with_seeds_and_minibatches_follows_the_plain_sweep():
     # each member draws its own minibatch order (the seed axis): the gathered
     # carry must keep every survivor's own order

@@ -71,11 +71,13 @@ def test_chunked_resume_is_bit_for_bit(tmp_path, whole):
     assert_same(halving(tmp_path, chunk_size=2), whole)
 
 
+@pytest.mark.slow
 def test_checkpoint_every_is_rounded_up_to_rung_ends(tmp_path):
     halving(tmp_path, checkpoint_every=10)  # rung ends 3, 9: no multiple of 10 passed
     assert saved_steps(tmp_path) == [3]
 
 
+@pytest.mark.slow
 def test_another_eta_is_refused_naming_it(tmp_path):
     halving(tmp_path)
     with pytest.raises(jc.CheckpointMismatchError, match=r"search: checkpoint .*eta=3.*eta=2"):

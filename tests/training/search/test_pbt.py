@@ -82,6 +82,7 @@ def replay(res, every, steps):
     return losses
 
 
+@pytest.mark.slow
 def test_pbt_exploits_explores_and_replays_by_hand():
     every, steps = 5, 23
     res = run(every=every, steps=steps)
@@ -101,6 +102,7 @@ def test_pbt_exploits_explores_and_replays_by_hand():
     assert res.member_steps == 8 * steps == res.full_steps
 
 
+@pytest.mark.slow
 def test_pbt_never_touches_seed_or_integers_and_clips_to_bounds():
     def opt(learning_rate, delay):  # an integer hyperparameter, unused by the optimizer
         return jc.sgd(learning_rate)
@@ -118,6 +120,7 @@ def test_pbt_never_touches_seed_or_integers_and_clips_to_bounds():
     check_rounds(res, 5, lambda r: np.asarray(res.losses)[:, (r + 1) * 5 - 1], bounds=bounds)
 
 
+@pytest.mark.slow
 def test_pbt_is_deterministic_in_key_and_compiles_once():
     a, b, c = run(key=3), run(key=3), run(key=4)
     np.testing.assert_array_equal(a.parents, b.parents)
@@ -130,6 +133,7 @@ def test_pbt_is_deterministic_in_key_and_compiles_once():
     assert new.hparams_history["learning_rate"][0, 0] == LRS[-1]
 
 
+@pytest.mark.slow
 def test_pbt_ranks_by_an_evaluation_metric():
     target = jnp.array([3.0, 0.0])
 
@@ -143,6 +147,7 @@ def test_pbt_ranks_by_an_evaluation_metric():
         run(eval_fn=score, eval_data=0.0, eval_every=2)
 
 
+@pytest.mark.slow
 def test_pbt_resamples_from_the_axis_it_was_sampled_from():
     axis = jc.log_uniform(1e-3, 0.5)
     grid = jc.sample(jax.random.key(1), 8, learning_rate=axis)
@@ -158,6 +163,7 @@ def test_pbt_resamples_from_the_axis_it_was_sampled_from():
         run(search=jc.pbt(5, resample_prob=0.5))
 
 
+@pytest.mark.slow
 def test_pbt_with_optax_adam_and_in_segments():
     res = run(optimizer_fn=optax.adam)
     for r in range(res.parents.shape[1]):
@@ -200,6 +206,7 @@ def test_no_search_reports_member_steps():
     assert res.parents is None and res.hparams_history is None and res.stopped_at is None
 
 
+@pytest.mark.slow
 def test_pbt_result_round_trips_through_a_file(tmp_path):
     res = run()
     back = jc.load_result(res.save(tmp_path / "pbt.npz"))
@@ -218,6 +225,7 @@ def test_pbt_dataframe_shows_the_final_hyperparameters():
                                   res.hparams_history["learning_rate"][:, -1])
 
 
+@pytest.mark.slow
 def test_exploit_copies_params_and_optimizer_state_exactly():
     # perturb=(1.0,): a copy keeps its source's learning rate, so after the last
     # round it repeats its source's steps and ends with the same bits
@@ -230,6 +238,7 @@ def test_exploit_copies_params_and_optimizer_state_exactly():
         np.testing.assert_array_equal(res.losses[j, 20:], res.losses[last[j], 20:])
 
 
+@pytest.mark.slow
 def test_pbt_with_seeds_minibatches_and_an_init_function():
     data = jnp.linspace(-1.0, 1.0, 24).reshape(12, 2)
 

@@ -37,6 +37,7 @@ NORMAL_FLOATS = st.floats(-1e6, 1e6).filter(
     lambda v: v == 0 or abs(v) >= np.finfo(np.float32).tiny)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(low=NORMAL_FLOATS, width=st.floats(1e-3, 1e6), method=METHODS, seed=SEEDS)
 def test_uniform_stays_in_range(low, width, method, seed):
@@ -51,6 +52,7 @@ def test_uniform_stays_in_range(low, width, method, seed):
     assert ends[0] == lo and np.all(ends <= hi)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(log_low=st.floats(-8, 3), decades=st.floats(0.01, 8), method=METHODS, seed=SEEDS)
 def test_log_uniform_stays_in_range(log_low, decades, method, seed):
@@ -60,6 +62,7 @@ def test_log_uniform_stays_in_range(log_low, decades, method, seed):
     assert np.all((x >= np.float32(low)) & (x <= np.float32(high))), (x, low, high)
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(low=st.integers(-(2**31), 2**31 - 2), n=st.integers(1, 2**32 - 1), method=METHODS,
        seed=SEEDS)
@@ -94,6 +97,7 @@ def test_uniform_and_log_uniform_follow_their_distributions():
     assert abs(np.log10(np.median(lr)) + 2.5) < 0.05
 
 
+@pytest.mark.slow
 def test_choice_gives_only_its_values_about_equally_often():
     values = [0.0, 0.5, 0.9]
     x = draw(jc.choice(values), k=N)
@@ -109,6 +113,7 @@ def test_integers_are_about_equally_likely():
     assert scipy.stats.chisquare(counts).pvalue > 1e-3, counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("values, dtype", [
     ([16, 32, 64], np.int32), ([0.0, 0.9], np.float32), (np.array([1, 2], np.float16), np.float16),
     ([True, False], np.bool_), (np.array([3, 5], np.uint8), np.uint8)])
@@ -178,6 +183,7 @@ def test_sobol_is_more_even_than_random():
     assert qmc.discrepancy(points("sobol")) < 0.5 * qmc.discrepancy(points("random"))
 
 
+@pytest.mark.slow
 def test_sobol_with_k_not_a_power_of_two_is_a_prefix_and_does_not_warn():
     axes = dict(a=jc.uniform(0.0, 1.0), n=jc.integers(0, 5))
     with warnings.catch_warnings():
@@ -195,6 +201,7 @@ AXES = [jc.uniform(-1.0, 2.0), jc.log_uniform(1e-3, 1.0), jc.integers(-3, 7),
         jc.choice([0.1, 0.5, 0.7])]
 
 
+@pytest.mark.slow
 def test_axes_are_pure_jax_functions():
     u = jax.random.uniform(KEY, (K,))
     keys = jax.random.split(KEY, K)
@@ -270,6 +277,7 @@ def test_integral_floats_are_integers():
 # end to end -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sampled_grid_drives_a_sweep():
     grid = jc.sample(KEY, 4, method="sobol", learning_rate=jc.log_uniform(1e-3, 1e-1),
                      momentum=jc.uniform(0.0, 0.9))
