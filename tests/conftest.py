@@ -228,10 +228,22 @@ SLOW_DOCTEST_PACKAGES = (
 )
 
 
+# The longest files run first: under pytest-xdist (``--dist loadfile``) a
+# file is one unit of work handed out in collection order, so a long file
+# collected last would leave the other workers idle at the end.
+LONGEST_FIRST = ("test_optax_suite.py", "test_notebooks.py", "test_benchmarks.py")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if isinstance(item, pytest.DoctestItem) and item.name.startswith(SLOW_DOCTEST_PACKAGES):
             item.add_marker(pytest.mark.slow)
+
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each group is kept
 
 
 def _rows(table, ids, fast):

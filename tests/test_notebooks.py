@@ -72,7 +72,11 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         nb, km=km, timeout=600, resources={"metadata": {"path": str(tmp_path)}}
     )
     start = time.perf_counter()
-    client.execute()  # raises CellExecutionError on the first failing cell
+    try:
+        client.execute()  # raises CellExecutionError on the first failing cell
+    finally:  # a kernel left running holds its memory until pytest exits
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     seconds = time.perf_counter() - start
 
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]

@@ -20,11 +20,12 @@ it stops as it would on Ctrl-C; code that does can read ``.partial`` and
 Example:
     >>> import signal
     >>> from jaxopt_core.training.interruption import InterruptGuard
+    >>> before = signal.getsignal(signal.SIGINT)
     >>> with InterruptGuard() as guard:
     ...     guard.handle(signal.SIGINT, None)   # what a first Ctrl-C does
     ...     guard.requested
     True
-    >>> signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    >>> signal.getsignal(signal.SIGINT) is before   # the caller's handler is back
     True
 """
 
