@@ -26,7 +26,6 @@ file) to that: see tests/app/test_resuming.py, which prints it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import signal
 import statistics
@@ -46,7 +45,7 @@ import jax  # noqa: E402
 
 import jaxopt_core as jc  # noqa: E402
 from benchmarks.problems import tanh_regression_model  # noqa: E402
-from benchmarks.report import machine  # noqa: E402
+from benchmarks.report import header  # noqa: E402
 from benchmarks.timing import interleaved, load_average, ratio, ratio_quartiles  # noqa: E402
 
 
@@ -154,15 +153,8 @@ def _row(case: Case, res: dict) -> str:
 
 def write(results: list, mode: str, load: tuple, path: Path) -> None:
     lines = [
-        "# Checkpoints: the overhead of checkpoint_every and the time Ctrl-C takes",
-        "",
-        f"Written by `python benchmarks/checkpoints.py{' --smoke' if mode == 'smoke' else ''}` "
-        f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
-        f"({mode} run). Load average at start {load[0][0]:.2f}, at end {load[1][0]:.2f}.",
-        "",
-        "## Machine",
-        "",
-        *[f"- {k}: {v}" for k, v in machine().items()],
+        *header("Checkpoints: the overhead of checkpoint_every and the time Ctrl-C takes",
+                "checkpoints.py", mode, load),
         "",
         "## Results",
         "",

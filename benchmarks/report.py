@@ -80,6 +80,23 @@ def machine() -> dict[str, str]:
     }
 
 
+def header(title: str, script: str, mode: str, load: tuple) -> list[str]:
+    """The opening lines of a standalone benchmark report: title, the command
+    and time it was written by, the load average at start and end, the machine."""
+    flag = " --smoke" if mode == "smoke" else ""
+    return [
+        f"# {title}",
+        "",
+        f"Written by `python benchmarks/{script}{flag}` "
+        f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
+        f"({mode} run). Load average at start {load[0][0]:.2f}, at end {load[1][0]:.2f}.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {k}: {v}" for k, v in machine().items()],
+    ]
+
+
 def _caches() -> str:
     """Data/unified cache sizes per level, from sysfs (per core for L1/L2)."""
     base = Path("/sys/devices/system/cpu/cpu0/cache")

@@ -25,7 +25,6 @@ per-batch host work (copying, stacking, transfer) is not hidden.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import jax  # noqa: E402
 
 import jaxopt_core as jc  # noqa: E402
 from benchmarks.problems import tanh_regression_model  # noqa: E402
-from benchmarks.report import machine  # noqa: E402
+from benchmarks.report import header  # noqa: E402
 from benchmarks.timing import interleaved, load_average, ratio, ratio_quartiles  # noqa: E402
 
 
@@ -113,15 +112,8 @@ def _row(case: Case, what: str, times: dict) -> str:
 
 def write(results: list, mode: str, load: tuple, path: Path) -> None:
     lines = [
-        "# Streamed data: iterator-fed fit and sweep against the in-memory path",
-        "",
-        f"Written by `python benchmarks/streaming.py{' --smoke' if mode == 'smoke' else ''}` "
-        f"on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
-        f"({mode} run). Load average at start {load[0][0]:.2f}, at end {load[1][0]:.2f}.",
-        "",
-        "## Machine",
-        "",
-        *[f"- {k}: {v}" for k, v in machine().items()],
+        *header("Streamed data: iterator-fed fit and sweep against the in-memory path",
+                "streaming.py", mode, load),
         "",
         "## Results",
         "",
