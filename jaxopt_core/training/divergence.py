@@ -4,7 +4,8 @@ A step *diverges* when its loss, its new params or its new optimizer state
 hold a value that is not finite (``inf`` or ``nan``). Carrying on from there
 only spreads the damage, so the run keeps an ``alive`` flag: once a step
 diverges its results are discarded (``jnp.where`` on the flag selects the old
-params and state) and the run stays frozen at its last finite state, its later
+params and state, behind a ``lax.cond`` so that steps where every run is
+alive skip it) and the run stays frozen at its last finite state, its later
 losses recorded as NaN. ``diverged_at`` records the index of the step that
 diverged, or -1.
 
@@ -53,6 +54,31 @@ def select(ok: jax.Array, new: Any, old: Any) -> Any:
     return jax.tree.map(one, new, old)
 
 
+def tentative_step(
+    loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any
+) -> tuple[Any, Any, jax.Array, jax.Array]:
+    """One step, and whether to keep it: ``(new_params, new_state, ok, loss)``.
+
+    ``ok`` is the new ``alive`` flag (alive before, and the loss, params and
+    state all finite); the caller keeps ``new_*`` only where ``ok``, with
+    :func:`keep_where`. ``loss`` is the step's loss, NaN when already frozen.
+    """
+    new_p, new_s, loss = apply_step(loss_of, optimizer, p, s, batch)
+    ok = alive & jnp.isfinite(loss) & all_finite(new_p) & all_finite(new_s)
+    return new_p, new_s, ok, jnp.where(alive, loss, jnp.nan)
+
+
+def keep_where(ok: jax.Array, new: Any, old: Any) -> Any:
+    """:func:`select`, skipped when every flag of ``ok`` is set.
+
+    Equal to ``select(ok, new, old)`` bit for bit. The select reads and
+    writes every member's params and state each step; behind a ``lax.cond``
+    on one scalar it runs only at the steps where some member is (or has
+    been) frozen, and a sweep where every member stays finite never pays it.
+    """
+    return jax.lax.cond(jnp.all(ok), lambda: new, lambda: select(ok, new, old))
+
+
 def guarded_step(
     loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
@@ -63,10 +89,9 @@ def guarded_step(
     otherwise the old ones; ``ok`` is the new ``alive`` flag; ``loss`` is the
     step's loss as computed, or NaN when the run was already frozen.
     """
-    new_p, new_s, loss = apply_step(loss_of, optimizer, p, s, batch)
-    ok = alive & jnp.isfinite(loss) & all_finite(new_p) & all_finite(new_s)
-    p, s = select(ok, new_p, p), select(ok, new_s, s)
-    return p, s, ok, jnp.where(alive, loss, jnp.nan)
+    new_p, new_s, ok, loss = tentative_step(loss_of, optimizer, p, s, alive, batch)
+    p, s = keep_where(ok, (new_p, new_s), (p, s))
+    return p, s, ok, loss
 
 
 def first_bad_step(alive: jax.Array, ok: jax.Array, t: jax.Array, at: jax.Array) -> jax.Array:

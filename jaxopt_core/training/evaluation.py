@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxopt_core.training.divergence import select
+from jaxopt_core.training.memo import Memo, abstract_signature, hashable_or_none
 from jaxopt_core.training.step import check_callable
 
 SCALAR_NAME = "eval"
@@ -103,7 +104,13 @@ def check_evaluation(
         return None
     check_callable("eval_fn", eval_fn)
     every = 0 if eval_every is None else _check_every(eval_every)
-    names, dtypes, scalar = _probe(eval_fn, params_like, eval_data)
+    key = hashable_or_none((eval_fn, abstract_signature(params_like),
+                            abstract_signature(eval_data)))
+    probed = _PROBED.get(key)
+    if probed is None:
+        probed = _probe(eval_fn, params_like, eval_data)
+        _PROBED.put(key, probed)
+    names, dtypes, scalar = probed
     return EvalPlan(eval_fn, every, steps, names, dtypes, scalar)
 
 
@@ -113,6 +120,11 @@ def _check_every(eval_every: Any) -> int:
     if eval_every < 1:
         raise ValueError(f"eval_every must be None or an int >= 1; got eval_every={eval_every!r}")
     return int(eval_every)
+
+
+# eval_fn's abstract trace depends only on the function and the abstract
+# values: a repeated fit or sweep skips it (a few ms of host time per call).
+_PROBED = Memo()
 
 
 def _probe(eval_fn: Callable, params_like: Any, eval_data: Any) -> tuple:

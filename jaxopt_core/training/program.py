@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding
 from jaxopt_core.regularization.penalties import regularized
 from jaxopt_core.training.batching import Batcher
 from jaxopt_core.training.culprits import naming_errors, naming_optimizer_errors
-from jaxopt_core.training.divergence import first_bad_step, guarded_step
+from jaxopt_core.training.divergence import first_bad_step, keep_where, tentative_step
 from jaxopt_core.training.evaluation import (
     EvalPlan,
     init_state,
@@ -102,7 +102,7 @@ def _initial_members(spec: SweepSpec, params: Any, hp: dict, init_keys: jax.Arra
 def _member_step(spec: SweepSpec, p, s, alive, hp_m, batch):
     """One member's step, frozen (old values kept) once it stops being finite."""
     opt, loss_of = build_member(spec, hp_m)
-    return guarded_step(loss_of, opt, p, s, alive, batch)
+    return tentative_step(loss_of, opt, p, s, alive, batch)
 
 
 def _metrics_of(spec: SweepSpec, eval_data: Any) -> Callable:
@@ -181,6 +181,7 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
             batch = batcher.batch(data, perm, t)
         hp_t = hp if st.search is None else st.search.hp  # PBT revises them
         p, s, ok, loss = step(st.params, st.opt_state, st.alive, hp_t, batch)
+        p, s = keep_where(ok, (p, s), (st.params, st.opt_state))
         at = first_bad_step(st.alive, ok, t, st.diverged_at)
         ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
         members, search = (p, s, ok, at), st.search

@@ -214,7 +214,9 @@ def sweep(
             to the rounding of matrix products (see the module notes).
         devices: the devices to shard members over (default ``jax.devices()``).
         progress: show a tqdm bar over all chunks' steps.
-        layout: ``"auto"``, ``"flat"`` or ``"tree"``, as in :func:`fit`.
+        layout: ``"auto"``, ``"flat"`` or ``"tree"``, as in :func:`fit`, except
+            that ``"auto"`` keeps the tree for params of fewer than 16 leaves
+            (``SWEEP_FLAT_MIN_LEAVES``), where it is the faster layout in a sweep.
         penalty_mask: the ``mask`` of the ``l1``/``l2`` penalty (default all leaves).
         eval_fn: ``eval_fn(params, eval_data) -> scalar | {name: scalar}``;
             None: no evaluation.
@@ -330,7 +332,8 @@ def sweep(
         loss_fn=loss_fn, optimizer_fn=optimizer_fn, opt_names=opt_names,
         penalty=penalty, penalty_mask=freeze_mask(penalty_mask),
         seeded="seed" in hp, key_impl=str(jax.random.key_impl(key)), init_fn=init_fn,
-        steps=steps, batch_size=batch_size, flat=resolve_layout(layout, probe),
+        steps=steps, batch_size=batch_size, flat=resolve_layout(
+            layout, probe, sweep_leaves=len(jax.tree.leaves(params_like))),
         every=report_every(steps) if progress else 0, sharding=members, plan=plan,
         search=search_plan(search, hp, grid, steps, plan.every if plan else 0,
                            (rank_by, rank_mode), chunk_size),

@@ -21,6 +21,7 @@ import jaxopt_core as jc
 from jaxopt_core.training.layout import ravel
 from jaxopt_core.training.layout_safety import (
     SAFE_OPTAX,
+    SWEEP_FLAT_MIN_LEAVES,
     flat_is_safe,
     resolve_layout,
     unsafe_parts,
@@ -130,6 +131,16 @@ def test_unknown_and_marked_transforms_are_named():
         resolve_layout("flattened", jc.sgd(0.1))
 
 
+def test_a_sweep_flattens_only_params_of_many_leaves():
+    opt = jc.adam(0.1)
+    few, many = SWEEP_FLAT_MIN_LEAVES - 1, SWEEP_FLAT_MIN_LEAVES
+    assert resolve_layout("auto", opt, sweep_leaves=few) is False
+    assert resolve_layout("auto", opt, sweep_leaves=many) is True
+    assert resolve_layout("flat", opt, sweep_leaves=1) is True  # asked for: honoured
+    assert resolve_layout("auto", optax.lamb(0.1), sweep_leaves=many) is False
+    assert resolve_layout("auto", opt) is True  # fit: flat at any size
+
+
 def test_fit_and_sweep_refuse_flat_for_a_tree_dependent_optimizer():
     with pytest.raises(ValueError, match=r"optax\.scale_by_trust_ratio"):
         jc.fit(mlp_loss, PARAMS, optax.lamb(0.01), (X, Y), steps=2, layout="flat")
@@ -218,7 +229,11 @@ def _optax_loop(opt, steps):
 
 
 def _default_equals_tree(make, steps=6, lrs=(0.01, 0.03)):
-    """fit and sweep, default layout against layout="tree" (float32, 1e-6)."""
+    """fit and sweep, default layout against layout="tree" (float32, 1e-6).
+
+    The sweep runs on the layout ``"auto"`` takes for a model of many leaves
+    (PARAMS has 4, where a sweep's ``"auto"`` keeps the tree for speed):
+    flat exactly when the optimizer is judged safe."""
     opt = make(lrs[0])
     fit_auto = jc.fit(mlp_loss, PARAMS, opt, (X, Y), steps=steps)
     fit_tree = jc.fit(mlp_loss, PARAMS, opt, (X, Y), steps=steps, layout="tree")
@@ -229,7 +244,9 @@ def _default_equals_tree(make, steps=6, lrs=(0.01, 0.03)):
         return make(lr)
 
     grid = {"lr": np.array(lrs, np.float32)}
-    sw_auto = jc.sweep(mlp_loss, PARAMS, by_lr, (X, Y), grid=grid, steps=steps)
+    many_leaves = "flat" if flat_is_safe(opt) else "auto"
+    sw_auto = jc.sweep(mlp_loss, PARAMS, by_lr, (X, Y), grid=grid, steps=steps,
+                       layout=many_leaves)
     sw_tree = jc.sweep(mlp_loss, PARAMS, by_lr, (X, Y), grid=grid, steps=steps, layout="tree")
     chex.assert_trees_all_close(sw_auto.params, sw_tree.params, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(sw_auto.losses, sw_tree.losses, rtol=1e-6)

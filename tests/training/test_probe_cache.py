@@ -35,3 +35,45 @@ def test_a_failed_probe_is_not_cached():
     for _ in range(2):
         with pytest.raises(TypeError, match="optimizer_fn"):
             probe_optimizer(opt_fn, grid, PARAMS)
+
+
+def test_a_sweep_repeated_with_the_same_values_skips_the_member_checks():
+    calls = []
+
+    def opt_fn(learning_rate):
+        calls.append(isinstance(learning_rate, float))
+        return jc.sgd(learning_rate)
+
+    grid = {"learning_rate": np.array([0.1, 0.2, 0.3], np.float32)}
+    probe_optimizer(opt_fn, grid, PARAMS)
+    probe_optimizer(opt_fn, {n: v.copy() for n, v in grid.items()}, PARAMS)  # equal values
+    assert calls.count(True) == 3
+    probe_optimizer(opt_fn, {"learning_rate": np.array([0.1, 0.2, 0.4], np.float32)}, PARAMS)
+    assert calls.count(True) == 6
+
+
+def test_a_rejected_member_is_checked_again():
+    def opt_fn(learning_rate):
+        return jc.sgd(learning_rate)
+
+    grid = {"learning_rate": np.array([0.1, -0.2], np.float32)}
+    for _ in range(2):
+        with pytest.raises(ValueError, match="member 1"):
+            probe_optimizer(opt_fn, grid, PARAMS)
+
+
+def test_eval_fn_is_traced_once_per_abstract_signature():
+    from jaxopt_core.training.evaluation import check_evaluation
+
+    traces = []
+
+    def eval_fn(p, data):
+        traces.append(1)
+        return {"mse": jnp.mean((data - p["w"].sum()) ** 2)}
+
+    data = jnp.ones(4)
+    for _ in range(2):
+        plan = check_evaluation(eval_fn, data, 2, 10, PARAMS)
+    assert len(traces) == 1 and plan.names == ("mse",)
+    check_evaluation(eval_fn, jnp.ones(5), 2, 10, PARAMS)  # new shape: traced again
+    assert len(traces) == 2
