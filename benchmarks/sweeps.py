@@ -57,7 +57,7 @@ class SweepPoint(NamedTuple):
     compile_ours: float
     compile_theirs: float
     memory: memory.MemoryPoint  # ours_xla is filled in by memory.jc_sweep_peaks
-    ours_tree: Timing | None = None  # jc.sweep(layout="tree"), at the attribution K only
+    ours_flat: Timing | None = None  # jc.sweep(layout="flat"), at the attribution K only
 
 
 def _minibatcher(data, batch_size: int | None, key):
@@ -174,8 +174,9 @@ def _compile_times(ours, program, args, trials: int) -> tuple[float, float, Any]
 def bench_sweeps(problem: Problem, ks: tuple[int, ...], steps: int, reps: int,
                  loop_members: int, compile_trials: int = 2,
                  attribution_k: int | None = None) -> list[SweepPoint]:
-    """Every K of ``ks``; at ``attribution_k`` also ``jc.sweep(layout="tree")``,
-    which separates the cost of the flat layout from the rest of ``jc.sweep``."""
+    """Every K of ``ks``; at ``attribution_k`` also ``jc.sweep(layout="flat")``
+    (the default keeps these few-leaf models on the tree), which shows what
+    the flat layout would cost or save."""
     key = jax.random.key(0)
     per_member = PythonLoop(problem, steps, key).seconds_per_member(loop_members)
     program = jax.jit(optax_sweep_program(problem, steps))
@@ -194,14 +195,14 @@ def bench_sweeps(problem: Problem, ks: tuple[int, ...], steps: int, reps: int,
                                                                 compile_trials)
         contenders = {"ours": ours, "theirs": lambda c=compiled, a=args: c(*a)}
         if k == attribution_k:
-            contenders["tree"] = _jc_sweep(problem, lrs, steps, key, layout="tree")
+            contenders["flat"] = _jc_sweep(problem, lrs, steps, key, layout="flat")
         t = interleaved(contenders, reps=reps, warmup=1)
         theory = memory.theoretical(k, problem.params, state, problem.data)
         mem = memory.MemoryPoint(k, theory, None, memory.xla_peak(compiled))
         points.append(SweepPoint(
             problem.name, k, steps, t["ours"], t["theirs"], k * per_member,
             min(k, loop_members), compile_ours, compile_theirs, mem,
-            t.get("tree"),
+            t.get("flat"),
         ))
         del compiled
     return points

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 SECTIONS = (
     "## Machine",
-    "## Targets (issue 6)",
+    "## Targets (issues 6 and 14)",
     "## (a) Optimizer step",
     "### HLO audit",
     "## (b) Full training step",
