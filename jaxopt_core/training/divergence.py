@@ -4,8 +4,8 @@ A step *diverges* when its loss, its new params or its new optimizer state
 hold a value that is not finite (``inf`` or ``nan``). Carrying on from there
 only spreads the damage, so the run keeps an ``alive`` flag: once a step
 diverges its results are discarded (``jnp.where`` on the flag selects the old
-params and state, behind a ``lax.cond`` so that steps where every run is
-alive skip it) and the run stays frozen at its last finite state, its later
+params and state; a sweep selects the params only, see
+:func:`freeze_params`) and the run stays frozen at its last finite state, its later
 losses recorded as NaN. ``diverged_at`` records the index of the step that
 diverged, or -1.
 
@@ -61,22 +61,25 @@ def tentative_step(
 
     ``ok`` is the new ``alive`` flag (alive before, and the loss, params and
     state all finite); the caller keeps ``new_*`` only where ``ok``, with
-    :func:`keep_where`. ``loss`` is the step's loss, NaN when already frozen.
+    :func:`select` (fit) or :func:`freeze_params` (sweep). ``loss`` is the step's loss, NaN when already frozen.
     """
     new_p, new_s, loss = apply_step(loss_of, optimizer, p, s, batch)
     ok = alive & jnp.isfinite(loss) & all_finite(new_p) & all_finite(new_s)
     return new_p, new_s, ok, jnp.where(alive, loss, jnp.nan)
 
 
-def keep_where(ok: jax.Array, new: Any, old: Any) -> Any:
-    """:func:`select`, skipped when every flag of ``ok`` is set.
+def freeze_params(ok: jax.Array, new_params: Any, params: Any) -> Any:
+    """A sweep's params after a step: ``new_params`` where ``ok``, else the
+    last finite ``params`` (``select``, on the params only).
 
-    Equal to ``select(ok, new, old)`` bit for bit. The select reads and
-    writes every member's params and state each step; behind a ``lax.cond``
-    on one scalar it runs only at the steps where some member is (or has
-    been) frozen, and a sweep where every member stays finite never pays it.
+    A sweep's frozen member keeps its params; its optimizer state is left to
+    run on (it may go non-finite) because nothing reads it again: results
+    hold params, losses and evaluations, never the optimizer state, and
+    population-based training copies params and state from alive members
+    only. Selecting the state too would cost a pass over two or three times
+    the params' bytes (Adam) at every step, for every member.
     """
-    return jax.lax.cond(jnp.all(ok), lambda: new, lambda: select(ok, new, old))
+    return select(ok, new_params, params)
 
 
 def guarded_step(
@@ -90,8 +93,7 @@ def guarded_step(
     step's loss as computed, or NaN when the run was already frozen.
     """
     new_p, new_s, ok, loss = tentative_step(loss_of, optimizer, p, s, alive, batch)
-    p, s = keep_where(ok, (new_p, new_s), (p, s))
-    return p, s, ok, loss
+    return select(ok, new_p, p), select(ok, new_s, s), ok, loss
 
 
 def first_bad_step(alive: jax.Array, ok: jax.Array, t: jax.Array, at: jax.Array) -> jax.Array:

@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding
 from jaxopt_core.regularization.penalties import regularized
 from jaxopt_core.training.batching import Batcher
 from jaxopt_core.training.culprits import naming_errors, naming_optimizer_errors
-from jaxopt_core.training.divergence import first_bad_step, keep_where, tentative_step
+from jaxopt_core.training.divergence import first_bad_step, freeze_params, tentative_step
 from jaxopt_core.training.evaluation import (
     EvalPlan,
     init_state,
@@ -181,7 +181,7 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
             batch = batcher.batch(data, perm, t)
         hp_t = hp if st.search is None else st.search.hp  # PBT revises them
         p, s, ok, loss = step(st.params, st.opt_state, st.alive, hp_t, batch)
-        p, s = keep_where(ok, (p, s), (st.params, st.opt_state))
+        p = freeze_params(ok, p, st.params)
         at = first_bad_step(st.alive, ok, t, st.diverged_at)
         ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
         members, search = (p, s, ok, at), st.search

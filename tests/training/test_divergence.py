@@ -1,5 +1,6 @@
-"""The divergence guard's select runs behind a ``lax.cond`` (issue 14): the
-result is ``select``'s, bit for bit, whatever the flags."""
+"""The divergence guard's selects, against NumPy's ``where`` (issue 14: a
+sweep freezes the params of a diverged member and no longer selects its
+optimizer state, which nothing reads again)."""
 
 import jax
 import jax.numpy as jnp
@@ -7,27 +8,21 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxopt_core.training.divergence import keep_where, select
+from jaxopt_core.training.divergence import freeze_params, select
 
 K = 6  # one shape for every example: the jitted functions compile once
 _NEW = {"w": jnp.arange(K * 3, dtype=jnp.float32).reshape(K, 3), "count": jnp.arange(K)}
 _OLD = jax.tree.map(lambda x: -x - 1, _NEW)
-_KEEP, _SELECT = jax.jit(keep_where), jax.jit(select)
+_FREEZE, _SELECT = jax.jit(freeze_params), jax.jit(select)
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.booleans(), min_size=K, max_size=K))
-def test_keep_where_is_select_bit_for_bit(flags):
-    ok = jnp.asarray(flags)
-    got, want = _KEEP(ok, _NEW, _OLD), _SELECT(ok, _NEW, _OLD)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_array_equal(g, w)
-
-
-def test_all_alive_skips_the_select():
-    # The select sits in a branch of a cond on all(ok), not in the step itself.
-    jaxpr = jax.make_jaxpr(keep_where)(jnp.ones(K, bool), _NEW, _OLD).jaxpr
-    top = [e.primitive.name for e in jaxpr.eqns]
-    assert "cond" in top and "select_n" not in top
-    branches = next(e for e in jaxpr.eqns if e.primitive.name == "cond").params["branches"]
-    assert sorted("select_n" in str(b.jaxpr) for b in branches) == [False, True]
+def test_frozen_members_keep_their_params_bit_for_bit(flags):
+    ok = np.asarray(flags)
+    for fn in (_FREEZE, _SELECT):
+        got = fn(jnp.asarray(ok), _NEW, _OLD)
+        for g, n, o in zip(jax.tree.leaves(got), jax.tree.leaves(_NEW), jax.tree.leaves(_OLD),
+                           strict=True):
+            want = np.where(ok.reshape((K,) + (1,) * (n.ndim - 1)), np.asarray(n), np.asarray(o))
+            np.testing.assert_array_equal(g, want)
