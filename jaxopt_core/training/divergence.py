@@ -61,7 +61,8 @@ def tentative_step(
 
     ``ok`` is the new ``alive`` flag (alive before, and the loss, params and
     state all finite); the caller keeps ``new_*`` only where ``ok``, with
-    :func:`select` (fit) or :func:`freeze_params` (sweep). ``loss`` is the step's loss, NaN when already frozen.
+    :func:`select` (fit) or :func:`freeze_params` (sweep). ``loss`` is the
+    step's loss, NaN when already frozen.
     """
     new_p, new_s, loss = apply_step(loss_of, optimizer, p, s, batch)
     ok = alive & jnp.isfinite(loss) & all_finite(new_p) & all_finite(new_s)
