@@ -96,3 +96,16 @@ def test_checkpoints_smoke_run_writes_report(tmp_path):
     text = out.read_text()
     assert "## Machine" in text and "## Results" in text and "| MLP 8-16-16-1, K=4 |" in text
     assert _stamp(real) == before, "the smoke run must not overwrite CHECKPOINT_RESULTS.md"
+
+
+@pytest.mark.parametrize("backend", ["cpu", "gpu", "tpu"])
+def test_an_accelerator_adds_the_large_sizes(backend):
+    from benchmarks.run import ACCELERATOR_TREE, FULL, SMOKE, for_backend
+
+    full, smoke = for_backend(FULL, backend, "full"), for_backend(SMOKE, backend, "smoke")
+    assert smoke == SMOKE
+    if backend == "cpu":
+        assert full == FULL
+    else:
+        assert ACCELERATOR_TREE in full.trees and ACCELERATOR_TREE.params == 100_000_000
+        assert {1024, 4096} <= set(full.speed_ks) and set(FULL.speed_ks) <= set(full.speed_ks)
