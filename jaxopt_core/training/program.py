@@ -100,7 +100,8 @@ def _initial_members(spec: SweepSpec, params: Any, hp: dict, init_keys: jax.Arra
 
 
 def _member_step(spec: SweepSpec, p, s, alive, hp_m, batch):
-    """One member's step, frozen (old values kept) once it stops being finite."""
+    """One member's tentative step: ``(new params, new state, ok, loss)``; the
+    scan body keeps the new params only where ``ok`` (``freeze_params``)."""
     opt, loss_of = build_member(spec, hp_m)
     return tentative_step(loss_of, opt, p, s, alive, batch)
 
