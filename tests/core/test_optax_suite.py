@@ -7,7 +7,9 @@ two subprocesses (each every other test) with the plugin
 object (see its docstring), and reports for each test its outcome and whether
 jaxopt_core code ran in it. A failure is a bug, unless it is a known artifact
 listed below with the reason. By default the parametrized cases of optimizers
-jaxopt_core does not serve are left out; ``JC_OPTAX_SUITE=full`` runs them too.
+jaxopt_core does not serve, and the test classes given over to one of them
+(L-BFGS, Muon, the line searches, GaLore), are left out;
+``JC_OPTAX_SUITE=full`` runs them too.
 See CONTRIBUTING.md ("Running optax's own test suite").
 """
 
@@ -186,7 +188,8 @@ def test_optax_suite_passes_with_jaxopt_core_objects(tmp_path):
         f"({s['served']} names served): {s['passed']} pass, {s['failed']} fail or skip "
         f"({len(KNOWN_ARTIFACTS)} known artifacts); {s['skipped']} skipped in all"
     )
-    assert s["exercised"] > 1000, s  # the harness really serves jaxopt_core
+    # optax 0.2.8, default selection: 975 run, 802 exercise jaxopt_core.
+    assert s["exercised"] > 750, s  # the harness really serves jaxopt_core
     msgs = [f"{k}\n    {report['tests'][k].get('message', '')[-600:]}" for k in s["unexpected"]]
     assert not s["unexpected"], "optax tests failing with jaxopt_core:\n" + "\n".join(msgs)
     assert not s["stale_artifacts"], f"listed artifacts that now pass: {s['stale_artifacts']}"
