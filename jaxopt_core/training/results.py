@@ -146,11 +146,18 @@ class SweepResult(NamedTuple):
         """Member indices, best first: by ``rank_by`` in ``rank_mode``, ties
         broken by the lower training loss; diverged members last. With
         successive halving, members stopped later come first."""
+        return self._ranking()[0]
+
+    def _ranking(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(member_order(), rank_values())``, computed together (the
+        training losses' tail mean, which both may need, is taken once)."""
         usable = ~to_host(self.diverged)
-        order = rank_order(self.rank_values(), self.rank_mode, usable, self.tail_losses())
+        tails = self.tail_losses()
+        values = tails if self.rank_by not in self.evals else self.rank_values()
+        order = rank_order(values, self.rank_mode, usable, tails)
         if self.stopped_at is not None:  # successive halving: later rungs first
             order = order[np.argsort(-np.asarray(self.stopped_at)[order], kind="stable")]
-        return order
+        return order, values
 
     def save(self, path: str | os.PathLike, config: dict | None = None) -> Path:
         """Write this result to one file at ``path`` (``.npz``; no pickle) with an

@@ -231,7 +231,7 @@ def collect(out: Any, hp: dict, k: int, plan: EvalPlan | None, rank_by: str,
                              evals={n: result.evals[n] for n in evals},
                              hparams_history=None if history is None else {
                                  n: result.hparams_history[n] for n in hp})
-    order = result.member_order()
-    usable = ~result.diverged[order[0]] & np.isfinite(result.rank_values()[order[0]])
+    order, values = result._ranking()
+    usable = ~result.diverged[order[0]] & np.isfinite(values[order[0]])
     best = int(order[0]) if usable else None
     return result._replace(best_index=best, best_member_params=member_to_host(new_params, best))

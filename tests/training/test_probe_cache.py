@@ -77,3 +77,46 @@ def test_eval_fn_is_traced_once_per_abstract_signature():
     assert len(traces) == 1 and plan.names == ("mse",)
     check_evaluation(eval_fn, jnp.ones(5), 2, 10, PARAMS)  # new shape: traced again
     assert len(traces) == 2
+
+
+def test_a_jax_array_already_in_place_is_placed_once_while_it_lives():
+    import gc
+
+    from jaxopt_core.training import sharding
+
+    _, replicated = sharding.member_shardings(None)
+    x, host = jnp.arange(4.0), np.arange(3.0)
+    first = sharding.put_on_mesh({"x": x, "host": host}, replicated)
+    again = sharding.put_on_mesh({"x": x, "host": host}, replicated)
+    assert again["x"] is first["x"] and again["x"].sharding == replicated
+    np.testing.assert_array_equal(again["x"], x)
+    # A NumPy array can change between calls: it is placed anew every time.
+    host[0] = 7.0
+    assert float(sharding.put_on_mesh({"host": host}, replicated)["host"][0]) == 7.0
+    key = (id(x), replicated)
+    assert key in sharding._PLACED
+    del x, first, again
+    gc.collect()
+    assert key not in sharding._PLACED  # forgotten with its source
+
+
+def test_a_placement_is_forgotten_without_the_module_globals(monkeypatch):
+    # At interpreter exit the module's globals are cleared while arrays may
+    # still die later: the callback that forgets a placement must not need
+    # them (else "Exception ignored in ..." floods the end of every run).
+    import gc
+    import sys
+
+    from jaxopt_core.training import sharding
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    replicated = sharding.member_shardings(None)[1]
+    x = jnp.ones(3)
+    sharding.put_on_mesh(x, replicated)
+    memo, key = sharding._PLACED, (id(x), replicated)
+    assert key in memo
+    monkeypatch.setattr(sharding, "_PLACED", None)  # as at interpreter exit
+    del x
+    gc.collect()
+    assert not seen and key not in memo

@@ -87,6 +87,11 @@ SCRIPT = textwrap.dedent(
                 and np.asarray(one.diverged_at).tolist() == np.asarray(r.diverged_at).tolist(),
             }
         report[k] = entry
+    # Placements remembered across calls are re-wraps on one device, never
+    # the copies made for a mesh of four or two.
+    from jaxopt_core.training import sharding
+    report["remembered_devices"] = sorted(
+        {len(placed.sharding.device_set) for _, placed in sharding._PLACED.values()})
     print("REPORT" + json.dumps(report))
     """
 )
@@ -113,6 +118,10 @@ def test_sharded_sweep_equals_one_device(report, k, run):
     assert r["diverged"] == entry["diverged"] and entry["diverged"][1]
     assert r["best"] and r["host_data"]
     assert r["evals_equal"] and r["evals_shape"] == [int(k), 4] and r["kept_equal"]
+
+
+def test_only_copy_free_placements_are_remembered(report):
+    assert report["remembered_devices"] == [1]
 
 
 def test_members_stay_sharded_when_k_divides(report):
