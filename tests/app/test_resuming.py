@@ -18,7 +18,10 @@ import jaxopt_core as jc
 from jaxopt_core.app.cli import main
 from jaxopt_core.app.resuming import checkpoint_every
 
-SWEEP = ["sweep", "--dataset", "breast_cancer", "--lr", "1e-3:1:4", "--steps", "3000",
+# 1200 steps in segments of 50, each followed by a checkpoint: far more than
+# the run can do between its first checkpoint and the signal.
+STEPS = 1200
+SWEEP = ["sweep", "--dataset", "breast_cancer", "--lr", "1e-3:1:4", "--steps", str(STEPS),
          "--checkpoint-every", "50", "--batch-size", "32", "--no-progress"]
 
 
@@ -49,10 +52,10 @@ def test_ctrl_c_writes_partial_results_exits_130_and_resume_finishes(tmp_path):
     with open(tmp_path / "run" / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
     trained = {int(r["steps_trained"]) for r in rows}
-    assert len(rows) == 4 and len(trained) == 1 and 0 < trained.pop() < 3000
+    assert len(rows) == 4 and len(trained) == 1 and 0 < trained.pop() < STEPS
     partial = jc.load_result(tmp_path / "run" / "sweep.npz")
     t = partial.losses.shape[1]
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["options"]["steps"] == 3000
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["options"]["steps"] == STEPS
 
     done = subprocess.run([sys.executable, "-m", "jaxopt_core", "sweep", "--resume", "run",
                            "--no-progress"], cwd=tmp_path, capture_output=True, text=True,
@@ -60,7 +63,7 @@ def test_ctrl_c_writes_partial_results_exits_130_and_resume_finishes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming run" in done.stdout
     whole = jc.load_result(tmp_path / "run" / "sweep.npz")
-    assert whole.losses.shape == (4, 3000)
+    assert whole.losses.shape == (4, STEPS)
     assert not (tmp_path / "run" / "checkpoints").exists()  # finished: nothing to resume
     # The resumed run continued the interrupted one: the same first t losses, bit for bit.
     np.testing.assert_array_equal(whole.losses[:, :t], partial.losses)

@@ -217,7 +217,7 @@ KILL_SCRIPT = textwrap.dedent(
 
     kw = dict(grid={"learning_rate": np.r_[np.logspace(-3, -1, 7), 1e30],
                     "seed": np.arange(8)},
-              steps=400, batch_size=8, eval_fn=mse, eval_data=(X[:16], Y[:16]), eval_every=50)
+              steps=200, batch_size=8, eval_fn=mse, eval_data=(X[:16], Y[:16]), eval_every=50)
     params = {"w": jnp.zeros(3), "b": jnp.zeros(())}
     if mode == "whole":
         res = jc.sweep(mse, params, jc.adam, (X, Y), segment_steps=10, **kw)
@@ -253,7 +253,7 @@ def test_sweep_killed_with_sigkill_resumes_in_another_process(tmp_path):
     assert victim.returncode == -signal.SIGKILL
     assert not (tmp_path / "never.npz").exists()
     left = sorted(int(n) for n in os.listdir(folder) if n.isdigit())
-    assert left and left[-1] < 400, left
+    assert left and left[-1] < 200, left
     procs = [run("resume", "resumed.npz"), run("whole", "whole.npz")]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (stdout, stderr) in zip(procs, outs):
