@@ -31,7 +31,8 @@ def test_readme_quickstart_matches_ci():
     """The README's test command is the one CI runs, character for character."""
 
     def test_command(text):
-        lines = [ln.strip() for ln in text.splitlines() if 'pip install -q -e ".[test]"' in ln]
+        lines = [ln.strip() for ln in text.splitlines()
+                 if ln.startswith("python3 -m venv") and '-e ".[test]"' in ln]
         assert len(lines) == 1, lines
         return lines[0]
 
