@@ -96,7 +96,9 @@ def _rewrapped(x: Any, sharding: NamedSharding) -> jax.Array | None:
     if not isinstance(x, jax.Array):
         return None
     hit = _PLACED.get((id(x), sharding))
-    return hit[1] if hit is not None and hit[0]() is x else None
+    if hit is None or hit[0]() is not x or hit[1].is_deleted():
+        return None  # a deleted source (donated, say) goes to device_put, which says so
+    return hit[1]
 
 
 def _remember(x: Any, sharding: NamedSharding, placed: Any) -> None:

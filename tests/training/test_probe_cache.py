@@ -120,3 +120,14 @@ def test_a_placement_is_forgotten_without_the_module_globals(monkeypatch):
     del x
     gc.collect()
     assert not seen and key not in memo
+
+
+def test_a_deleted_array_is_not_served_from_the_memo():
+    from jaxopt_core.training import sharding
+
+    replicated = sharding.member_shardings(None)[1]
+    x = jnp.ones(3)
+    sharding.put_on_mesh(x, replicated)
+    x.delete()  # as a donation elsewhere would: the re-wrap shares its buffer
+    with pytest.raises(RuntimeError, match="deleted"):
+        sharding.put_on_mesh(x, replicated)
