@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxopt_core.training.divergence import freeze_params, select
+from jaxopt_core.training.divergence import all_finite, freeze_params, select
 
 K = 6  # one shape for every example: the jitted functions compile once
 _NEW = {"w": jnp.arange(K * 3, dtype=jnp.float32).reshape(K, 3), "count": jnp.arange(K)}
@@ -26,3 +26,29 @@ def test_frozen_members_keep_their_params_bit_for_bit(flags):
                            strict=True):
             want = np.where(ok.reshape((K,) + (1,) * (n.ndim - 1)), np.asarray(n), np.asarray(o))
             np.testing.assert_array_equal(g, want)
+
+
+# all_finite, vmapped as a sweep runs it, against NumPy's check of each
+# member's leaves (integer leaves do not count; float16 overflow is inf).
+# Fixed shapes, values drawn: one compile for every example.
+_TREE = {"w": np.zeros((K, 2, 3), np.float32), "w_mu": np.zeros((K, 2, 3), np.float32),
+         "b": np.zeros((K, 3), np.float32), "s": np.zeros((K,), np.float16),
+         "count": np.zeros((K,), np.int32)}
+_ALL_FINITE = jax.jit(jax.vmap(all_finite))
+_SPECIALS = st.sampled_from([0.0, 1.0, -3e38, np.inf, -np.inf, np.nan])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["w", "w_mu", "b", "s"]), st.integers(0, 10**6),
+                          _SPECIALS), max_size=4))
+def test_all_finite_is_the_per_leaf_check_per_member(edits):
+    tree = {n: x.copy() for n, x in _TREE.items()}
+    for name, where, value in edits:
+        flat = tree[name].reshape(-1)
+        with np.errstate(over="ignore"):  # -3e38 is -inf in float16: also a case
+            flat[where % flat.size] = value
+    want = np.ones(K, bool)
+    for x in tree.values():
+        if np.issubdtype(x.dtype, np.floating):
+            want &= np.isfinite(x.reshape(K, -1)).all(axis=1)
+    np.testing.assert_array_equal(_ALL_FINITE(tree), want)
