@@ -102,7 +102,9 @@ def _rewrapped(x: Any, sharding: NamedSharding) -> jax.Array | None:
 
 
 def _remember(x: Any, sharding: NamedSharding, placed: Any) -> None:
-    if not (isinstance(x, jax.Array) and x.is_fully_addressable
+    # ``placed is x`` (a jax version that hands the source back) would make
+    # the memo hold its own key's source alive, pinning it forever.
+    if not (isinstance(x, jax.Array) and x.is_fully_addressable and placed is not x
             and x.sharding.is_equivalent_to(sharding, x.ndim)):
         return
     if len(_PLACED) >= _PLACED_MAX:

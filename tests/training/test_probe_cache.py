@@ -131,3 +131,22 @@ def test_a_deleted_array_is_not_served_from_the_memo():
     x.delete()  # as a donation elsewhere would: the re-wrap shares its buffer
     with pytest.raises(RuntimeError, match="deleted"):
         sharding.put_on_mesh(x, replicated)
+
+
+def test_a_placement_that_is_its_source_is_not_remembered(monkeypatch):
+    # Were device_put to hand the array back, remembering it would keep the
+    # source alive from the memo itself.
+    import gc
+    import weakref
+
+    from jaxopt_core.training import sharding
+
+    replicated = sharding.member_shardings(None)[1]
+    monkeypatch.setattr(sharding.jax, "device_put", lambda xs, _: xs)
+    x = jnp.ones(3)
+    assert sharding.put_on_mesh(x, replicated) is x
+    assert (id(x), replicated) not in sharding._PLACED
+    alive = weakref.ref(x)
+    del x
+    gc.collect()
+    assert alive() is None
