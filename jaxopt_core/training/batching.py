@@ -11,6 +11,7 @@ visits each kept example exactly once. Step ``t`` uses batch
 from __future__ import annotations
 
 import numbers
+import weakref
 from typing import Any
 
 import jax
@@ -88,6 +89,35 @@ def check_batch_size(batch_size: Any, data: Any) -> None:
     n = next(iter(sizes.values()))
     if not 1 <= batch_size <= n:
         raise ValueError(f"batch_size must be in [1, n={n}]; got batch_size={batch_size}")
+
+
+# A key is immutable, so its raw bits are too: a repeated call with the same
+# key object (a notebook loop, a benchmark) reuses them, which saves the
+# unwrap (a device op) and lets put_on_mesh find the placed copy by identity.
+_KEY_BITS: dict[int, tuple[weakref.ref, jax.Array]] = {}
+_KEY_BITS_MAX = 64
+
+
+def key_bits(key: jax.Array) -> jax.Array:
+    """``jax.random.key_data(key)`` of a typed key, the same array object for
+    the same key object while it lives.
+
+    Example:
+        >>> import jax
+        >>> from jaxopt_core.training.batching import key_bits
+        >>> k = jax.random.key(3)
+        >>> key_bits(k) is key_bits(k), key_bits(k).tolist() == jax.random.key_data(k).tolist()
+        (True, True)
+    """
+    hit = _KEY_BITS.get(id(key))
+    if hit is not None and hit[0]() is key:
+        return hit[1]
+    bits = jax.random.key_data(key)
+    if len(_KEY_BITS) >= _KEY_BITS_MAX:
+        _KEY_BITS.pop(next(iter(_KEY_BITS)))
+    i = id(key)
+    _KEY_BITS[i] = (weakref.ref(key, lambda _, i=i, memo=_KEY_BITS: memo.pop(i, None)), bits)
+    return bits
 
 
 def as_key(key: Any) -> jax.Array:

@@ -65,7 +65,7 @@ def put_on_mesh(tree: Any, sharding: NamedSharding) -> Any:
     """
     if sharding.is_fully_addressable:
         leaves, treedef = jax.tree.flatten(tree)
-        out = [_rewrapped(x, sharding) for x in leaves]
+        out = [_remembered(x, sharding) for x in leaves]
         todo = [i for i, x in enumerate(out) if x is None]
         if todo:
             placed = jax.device_put([leaves[i] for i in todo], sharding)
@@ -91,6 +91,36 @@ _PLACED: dict[tuple[int, NamedSharding], tuple[weakref.ref, jax.Array]] = {}
 _PLACED_MAX = 256
 
 
+# A small NumPy leaf (a sweep's hyperparameter chunk, a label vector) is
+# rebuilt by every call, so it has no identity to key on; its bytes are the
+# key instead. Its device copy is an immutable array, so handing the same one
+# to two calls is safe; a copy that was since donated (and deleted) is placed
+# again. The memo holds at most _BY_VALUE_MAX * _BY_VALUE_BYTES of device memory.
+_BY_VALUE: dict[tuple, jax.Array] = {}
+_BY_VALUE_MAX = 256
+_BY_VALUE_BYTES = 16 * 1024
+
+
+def _value_key(x: Any, sharding: NamedSharding) -> tuple | None:
+    if (isinstance(x, np.ndarray) and x.nbytes <= _BY_VALUE_BYTES
+            and x.dtype.kind in "biufc"):
+        # The x64 flag decides the dtype a float64 leaf is placed as.
+        return x.dtype.str, x.shape, x.tobytes(), sharding, jax.config.jax_enable_x64
+    return None
+
+
+def _remembered(x: Any, sharding: NamedSharding) -> jax.Array | None:
+    """A placement of ``x`` as ``sharding`` made by an earlier call, or None."""
+    hit = _rewrapped(x, sharding)
+    return _by_value(x, sharding) if hit is None else hit
+
+
+def _by_value(x: Any, sharding: NamedSharding) -> jax.Array | None:
+    """The remembered placement of a small NumPy array with ``x``'s bytes, or None."""
+    hit = _BY_VALUE.get(_value_key(x, sharding))
+    return None if hit is None or hit.is_deleted() else hit
+
+
 def _rewrapped(x: Any, sharding: NamedSharding) -> jax.Array | None:
     """The remembered placement of ``x`` as ``sharding``, or None."""
     if not isinstance(x, jax.Array):
@@ -102,6 +132,13 @@ def _rewrapped(x: Any, sharding: NamedSharding) -> jax.Array | None:
 
 
 def _remember(x: Any, sharding: NamedSharding, placed: Any) -> None:
+    key = _value_key(x, sharding)
+    if key is not None:
+        _BY_VALUE.pop(key, None)
+        while len(_BY_VALUE) >= _BY_VALUE_MAX:
+            _BY_VALUE.pop(next(iter(_BY_VALUE)))
+        _BY_VALUE[key] = placed
+        return
     # ``placed is x`` (a jax version that hands the source back) would make
     # the memo hold its own key's source alive, pinning it forever.
     if not (isinstance(x, jax.Array) and x.is_fully_addressable and placed is not x
@@ -205,7 +242,22 @@ def member_to_host(tree: Any, index: int | None) -> Any:
     when ``index`` is None."""
     if index is None or tree is None:
         return None
+    leaves, treedef = jax.tree.flatten(tree)
+    if all(_host_visible(x) for x in leaves):
+        # The host reads these buffers in place: the row is a copy of a view,
+        # with no program to dispatch (a fifth of a small sweep's host time).
+        return treedef.unflatten([np.array(np.asarray(x)[index]) for x in leaves])
     return gather_to_host(_take_row(tree, np.int32(index)))
+
+
+def _host_visible(x: Any) -> bool:
+    """Whether ``np.asarray(x)`` reads ``x`` without a copy: a NumPy array,
+    or a jax array held whole by one CPU device of this process."""
+    if not isinstance(x, jax.Array):
+        return isinstance(x, np.ndarray)
+    devices = x.sharding.device_set
+    return (x.is_fully_addressable and len(devices) == 1
+            and next(iter(devices)).platform == "cpu")
 
 
 @jax.jit

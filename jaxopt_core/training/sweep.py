@@ -78,7 +78,7 @@ from typing import Any
 
 import jax
 
-from jaxopt_core.training.batching import as_key, check_steps
+from jaxopt_core.training.batching import as_key, check_steps, key_bits
 from jaxopt_core.training.evaluation import check_evaluation
 from jaxopt_core.training.grid import (
     check_grid,
@@ -342,7 +342,7 @@ def sweep(
     call = SweepCall(
         spec=spec, hp=hp, key=key, data=data, streamed=streamed,
         shared=put_on_mesh((None if init_fn else params, None if streamed else data,
-                            jax.random.key_data(key)), replicated),
+                            key_bits(key)), replicated),
         eval_data=put_on_mesh(eval_data, replicated),
         shapes={"params": None if init_fn else params, "data": STREAM if streamed else data,
                 "eval_data": eval_data},

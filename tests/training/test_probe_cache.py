@@ -1,6 +1,7 @@
 """The abstract probe of a sweep's optimizer is traced once per function and
 abstract signature (issue 14: tens of ms of host time per sweep call)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -150,3 +151,97 @@ def test_a_placement_that_is_its_source_is_not_remembered(monkeypatch):
     del x
     gc.collect()
     assert alive() is None
+
+
+def test_a_small_numpy_leaf_is_placed_once_per_value():
+    # A sweep rebuilds its grid chunk as new NumPy arrays every call: the
+    # bytes, not the object, find the earlier placement.
+    from jaxopt_core.training import sharding
+
+    members, replicated = sharding.member_shardings(None)
+    lrs = np.array([0.1, 0.2, 0.3], np.float32)
+    first = sharding.put_on_mesh({"lr": lrs}, members)["lr"]
+    assert sharding.put_on_mesh({"lr": lrs.copy()}, members)["lr"] is first
+    assert sharding.put_on_mesh({"lr": lrs}, replicated)["lr"] is not first  # another sharding
+    changed = lrs.copy()
+    changed[0] = 0.5
+    placed = sharding.put_on_mesh({"lr": changed}, members)["lr"]
+    assert placed is not first
+    np.testing.assert_array_equal(placed, changed)
+    bits = sharding.put_on_mesh(lrs.view(np.int32), members)  # same bytes, another dtype
+    assert bits.dtype == jnp.int32 and bits is not first
+    np.testing.assert_array_equal(bits, lrs.view(np.int32))
+    first.delete()  # as a donation would
+    again = sharding.put_on_mesh({"lr": lrs}, members)["lr"]
+    assert not again.is_deleted()
+    np.testing.assert_array_equal(again, lrs)
+    big = np.zeros(sharding._BY_VALUE_BYTES // 4 + 1, np.float32)
+    assert sharding.put_on_mesh(big, members) is not sharding.put_on_mesh(big, members)
+
+
+X64_PLACEMENT = """
+import jax, numpy as np
+from jaxopt_core.training import sharding
+rep = sharding.member_shardings(None)[1]
+x = np.array([0.1, 0.2])
+print(sharding.put_on_mesh(x, rep).dtype)
+jax.config.update("jax_enable_x64", True)
+print(sharding.put_on_mesh(x, rep).dtype)
+"""
+
+
+def test_the_value_memo_follows_the_x64_flag():
+    # jax_enable_x64 is process-global: flip it in a fresh interpreter.
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", X64_PLACEMENT], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split()
+    assert out == ["float32", "float64"]
+
+
+def test_key_bits_are_the_keys_data_once_per_key():
+    import gc
+    import weakref
+
+    from jaxopt_core.training.batching import _KEY_BITS, key_bits
+
+    key = jax.random.key(7)
+    bits = key_bits(key)
+    np.testing.assert_array_equal(bits, jax.random.key_data(key))
+    assert key_bits(key) is bits
+    other = jax.random.key(7)  # equal bits, another object: unwrapped anew
+    assert key_bits(other) is not bits
+    np.testing.assert_array_equal(key_bits(other), bits)
+    alive = weakref.ref(key)
+    slot = id(key)
+    del key
+    gc.collect()
+    assert alive() is None and slot not in _KEY_BITS
+
+
+def test_the_best_members_row_read_on_the_host_is_the_devices_row():
+    from jaxopt_core.training import sharding
+
+    tree = {"w": jnp.arange(12.0).reshape(4, 3), "n": jnp.arange(4, dtype=jnp.int32),
+            "h": jnp.arange(8, dtype=jnp.bfloat16).reshape(4, 2)}
+    host = sharding.member_to_host(tree, 2)
+    device = jax.tree.map(np.asarray, sharding._take_row(tree, np.int32(2)))
+    for name in tree:
+        assert isinstance(host[name], np.ndarray) and host[name].flags.owndata
+        assert host[name].dtype == device[name].dtype
+        np.testing.assert_array_equal(host[name], device[name])
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (2, 9), (4, 200)])
+def test_the_tail_loss_of_host_losses_is_computed_on_the_host(shape):
+    from jaxopt_core.training.ranking import tail_loss
+
+    losses = np.random.default_rng(0).lognormal(size=shape).astype(np.float32)
+    losses[0, -1] = np.nan  # diverged at the end: NaN, as on the device
+    host = tail_loss(losses)
+    assert isinstance(host, np.ndarray) and host.dtype == np.float32
+    m = max(1, shape[1] // 10)
+    np.testing.assert_allclose(host, np.mean(losses[:, -m:].astype(np.float64), axis=1),
+                               rtol=1e-6)
+    np.testing.assert_allclose(host, tail_loss(jnp.asarray(losses)), rtol=1e-6)
