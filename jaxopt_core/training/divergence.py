@@ -43,6 +43,35 @@ def all_finite(tree: Any) -> jax.Array:
     return functools.reduce(jnp.logical_and, checks, jnp.array(True))
 
 
+def all_finite_grouped(tree: Any) -> jax.Array:
+    """:func:`all_finite` (the same flag), with one reduction per group of
+    floating leaves of one shape and dtype: their ``isfinite`` flags are
+    ANDed elementwise first.
+
+    On ``fit``'s flat layout the params and the Adam moments are one leaf
+    each of one shape, so this is one reduction where :func:`all_finite` has
+    three. There it is a little faster (benchmark (b), 1000-leaf Adam, four
+    interleaved runs: 0.762-0.782 of optax's step against 0.769-0.790,
+    faster in three; the unguarded step is 0.705-0.725). Elsewhere it is not
+    used: on the 1000-leaf tree, groups of hundreds of leaves made the step
+    1.36x optax's against 0.93x; vmapped over a sweep's members it was
+    faster at K >= 256 but slower at K = 64.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_core.training.divergence import all_finite_grouped
+        >>> tree = {"p": jnp.ones(2), "mu": jnp.array([0.0, jnp.nan]), "n": jnp.int32(1)}
+        >>> bool(all_finite_grouped(tree)), bool(all_finite_grouped({"p": jnp.ones(2)}))
+        (False, True)
+    """
+    groups: dict[tuple, list] = {}
+    for x in jax.tree.leaves(tree):
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact):
+            groups.setdefault((jnp.shape(x), jnp.result_type(x)), []).append(jnp.isfinite(x))
+    checks = [jnp.all(functools.reduce(jnp.logical_and, flags)) for flags in groups.values()]
+    return functools.reduce(jnp.logical_and, checks, jnp.array(True))
+
+
 def select(ok: jax.Array, new: Any, old: Any) -> Any:
     """``new`` where ``ok`` else ``old``, leaf by leaf; ``ok`` may carry
     leading batch axes (one flag per member) that the leaves share."""
@@ -55,17 +84,21 @@ def select(ok: jax.Array, new: Any, old: Any) -> Any:
 
 
 def tentative_step(
-    loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any
+    loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any,
+    *, grouped: bool = False,
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
     """One step, and whether to keep it: ``(new_params, new_state, ok, loss)``.
 
     ``ok`` is the new ``alive`` flag (alive before, and the loss, params and
     state all finite); the caller keeps ``new_*`` only where ``ok``, with
     :func:`select` (fit) or :func:`freeze_params` (sweep). ``loss`` is the
-    step's loss, NaN when already frozen.
+    step's loss, NaN when already frozen. ``grouped``: check with
+    :func:`all_finite_grouped` (the same flag, another program).
     """
     new_p, new_s, loss = apply_step(loss_of, optimizer, p, s, batch)
-    ok = alive & jnp.isfinite(loss) & all_finite(new_p) & all_finite(new_s)
+    finite = (all_finite_grouped((new_p, new_s)) if grouped
+              else all_finite(new_p) & all_finite(new_s))
+    ok = alive & jnp.isfinite(loss) & finite
     return new_p, new_s, ok, jnp.where(alive, loss, jnp.nan)
 
 
@@ -84,7 +117,8 @@ def freeze_params(ok: jax.Array, new_params: Any, params: Any) -> Any:
 
 
 def guarded_step(
-    loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any
+    loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any,
+    *, grouped: bool = False,
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
     """One step that is kept only while everything stays finite.
 
@@ -92,8 +126,11 @@ def guarded_step(
     run was alive and the step's loss, params and state are all finite,
     otherwise the old ones; ``ok`` is the new ``alive`` flag; ``loss`` is the
     step's loss as computed, or NaN when the run was already frozen.
+    ``grouped``: as in :func:`tentative_step` (``fit`` sets it on the flat
+    layout).
     """
-    new_p, new_s, ok, loss = tentative_step(loss_of, optimizer, p, s, alive, batch)
+    new_p, new_s, ok, loss = tentative_step(loss_of, optimizer, p, s, alive, batch,
+                                            grouped=grouped)
     return select(ok, new_p, p), select(ok, new_s, s), ok, loss
 
 

@@ -82,8 +82,10 @@ def _run(spec: FitSpec, state: FitState, data, key, ts, batches, token, eval_dat
         if batch is None:
             perm = batcher.refresh(perm, key, t)
             batch = batcher.batch(data, perm, t)
+        # One reduction per group of same-shaped leaves (a few on the flat
+        # layout) is the cheaper check there; on a tree it is not (divergence).
         p, s, ok, loss = guarded_step(loss_of, optimizer, st.params, st.opt_state, st.alive,
-                                      batch)
+                                      batch, grouped=spec.flat)
         at = first_bad_step(st.alive, ok, t, st.diverged_at)
         ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
         if spec.every:

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jaxopt_core.training.divergence import all_finite, freeze_params, select
+from jaxopt_core.training.divergence import all_finite, all_finite_grouped, freeze_params, select
 
 K = 6  # one shape for every example: the jitted functions compile once
 _NEW = {"w": jnp.arange(K * 3, dtype=jnp.float32).reshape(K, 3), "count": jnp.arange(K)}
@@ -35,6 +35,9 @@ _TREE = {"w": np.zeros((K, 2, 3), np.float32), "w_mu": np.zeros((K, 2, 3), np.fl
          "b": np.zeros((K, 3), np.float32), "s": np.zeros((K,), np.float16),
          "count": np.zeros((K,), np.int32)}
 _ALL_FINITE = jax.jit(jax.vmap(all_finite))
+# fit's grouped form, unbatched as fit runs it: the same flag per member.
+_GROUPED = jax.jit(lambda t: jnp.stack([
+    all_finite_grouped(jax.tree.map(lambda x, i=i: x[i], t)) for i in range(K)]))
 _SPECIALS = st.sampled_from([0.0, 1.0, -3e38, np.inf, -np.inf, np.nan])
 
 
@@ -52,3 +55,4 @@ def test_all_finite_is_the_per_leaf_check_per_member(edits):
         if np.issubdtype(x.dtype, np.floating):
             want &= np.isfinite(x.reshape(K, -1)).all(axis=1)
     np.testing.assert_array_equal(_ALL_FINITE(tree), want)
+    np.testing.assert_array_equal(_GROUPED(tree), want)
