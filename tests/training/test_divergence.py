@@ -5,9 +5,13 @@ optimizer state, which nothing reads again)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
+from conftest import DATA, PARAMS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import jaxopt_core as jc
 from jaxopt_core.training.divergence import all_finite, all_finite_grouped, freeze_params, select
 
 K = 6  # one shape for every example: the jitted functions compile once
@@ -56,3 +60,27 @@ def test_all_finite_is_the_per_leaf_check_per_member(edits):
             want &= np.isfinite(x.reshape(K, -1)).all(axis=1)
     np.testing.assert_array_equal(_ALL_FINITE(tree), want)
     np.testing.assert_array_equal(_GROUPED(tree), want)
+
+
+def _runaway(params, batch):
+    # The loss is linear in b: b overflows to -inf while the loss of the step
+    # that takes it there is still finite, so only the params check sees it.
+    x, _ = batch
+    return params["b"] + 0.0 * jnp.mean(x @ params["w"])
+
+
+@pytest.mark.parametrize("make", [lambda: jc.sgd(1e38, momentum=0.9),
+                                  lambda: optax.sgd(1e38, momentum=0.9)],
+                         ids=["jc.sgd", "optax.sgd"])
+def test_a_diverging_fit_freezes_alike_on_the_flat_and_tree_layouts(make):
+    # The flat layout checks finiteness with the grouped form, the tree with
+    # the per-leaf one: the same step must be found, the same state kept.
+    flat = jc.fit(_runaway, PARAMS, make(), DATA, steps=10, layout="flat")
+    tree = jc.fit(_runaway, PARAMS, make(), DATA, steps=10, layout="tree")
+    assert bool(flat.diverged) and bool(tree.diverged)
+    assert int(flat.diverged_at) == int(tree.diverged_at) >= 0
+    for a, b in ((flat.params, tree.params), (flat.opt_state, tree.opt_state)):
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            assert np.all(np.isfinite(np.asarray(x)))  # frozen at the last finite state
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(flat.losses, tree.losses)
