@@ -1,7 +1,8 @@
 """optax's own test suite, run with jaxopt_core serving every optax name it exports.
 
 The test files ship inside the installed optax package. Pytest runs them in
-two subprocesses (each every other test) with the plugin
+two subprocesses, each every other test (one under pytest-xdist on two cores),
+with the plugin
 ``tests/core/optax_serving.py``, which rebinds every public optax name that
 ``jaxopt_core.__all__`` also holds, in every optax module, to the jaxopt_core
 object (see its docstring), and reports for each test its outcome and whether
@@ -89,7 +90,11 @@ OPTAX_OWN_SKIPS = (
     "Optimizer doesn't accept a learning schedule",
 )
 
-WORKERS = 2  # subprocesses sharing the tests
+# Subprocesses sharing the tests: two, unless pytest-xdist already keeps every
+# core busy (on CI's 2 cores a second shard only adds an interpreter start and
+# a collection of optax's test modules, ~10 s, for no gain in wall time).
+WORKERS = max(1, min(2, (os.cpu_count() or 1)
+                     // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 # The default run keeps, of optax's parametrized optimizer tests, the cases of
 # the optimizers jaxopt_core serves (JC_OPTAX_SELECT=served in the plugin);
