@@ -75,13 +75,18 @@ def test_divergence_is_isolated_bit_for_bit():
     # Same program, member 2 replaced by a tame one: the others do not move by a bit.
     tame_lrs = np.where(lrs > 1, 0.05, lrs)
     tame = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid={"learning_rate": tame_lrs}, steps=200)
-    # And a sweep without member 2 at all.
-    without = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid={"learning_rate": lrs[[0, 1, 3]]}, steps=200)
     keep = np.array([0, 1, 3])
-    for other, idx in ((tame, keep), (without, np.arange(3))):
-        np.testing.assert_array_equal(res.losses[keep], other.losses[idx])
-        chex.assert_trees_all_equal(jax.tree.map(lambda x: x[keep], res.params),
-                                    jax.tree.map(lambda x, i=idx: x[i], other.params))
+    np.testing.assert_array_equal(res.losses[keep], tame.losses[keep])
+    chex.assert_trees_all_equal(jax.tree.map(lambda x: x[keep], res.params),
+                                jax.tree.map(lambda x: x[keep], tame.params))
+    # And a sweep without member 2 at all: 3 rows instead of 4 in `mse`'s
+    # `x @ w`, which XLA may add up in another order (it does on an Intel Xeon
+    # with AVX-512: 2.4e-7 apart after 200 steps), so equal to float32 rounding.
+    without = jc.sweep(mse, PARAMS, jc.sgd, DATA, grid={"learning_rate": lrs[[0, 1, 3]]}, steps=200)
+    assert not without.diverged.any()
+    np.testing.assert_allclose(res.losses[keep], without.losses, rtol=1e-5)
+    chex.assert_trees_all_close(jax.tree.map(lambda x: x[keep], res.params), without.params,
+                                rtol=1e-5, atol=1e-6)
 
 
 def mse_without_products(params, batch):
