@@ -7,7 +7,7 @@ the digits MLP (64-32-10, minibatches of 128), Adam:
 * ``optax``: the hand-written baseline of ``benchmarks.sweep_speed`` without
   evaluations (``inject_hyperparams`` + ``vmap`` + ``scan``);
 * ``optax + guard``: the same, each member's step wrapped in jc's
-  ``guarded_step`` (finiteness of the loss, params and optimizer state, the
+  ``guarded_step`` with the sweep's check (finiteness of the loss, params and optimizer state, the
   ``where`` selects of the ``alive`` flag, ``diverged_at``);
 * ``jc tree`` / ``jc flat``: ``jc.sweep``'s own program (captured from a call),
   tree and flat layout; ``jc flat + eval``: with ``eval_fn`` every 10 steps.
@@ -37,7 +37,7 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import jaxopt_core as jc  # noqa: E402
-import jaxopt_core.training.sweep as sweep_module  # noqa: E402
+import jaxopt_core.training.sweep_run as sweep_module  # noqa: E402
 from benchmarks.problems import digits_mlp, learning_rates  # noqa: E402
 from benchmarks.sweep_speed import epoch_orders  # noqa: E402
 from jaxopt_core.training.divergence import guarded_step  # noqa: E402
@@ -105,7 +105,8 @@ def _optax_program(problem, steps, guard: bool):
         def member(c, batch):
             p, s, alive = c
             if guard:
-                p, s, alive, loss = guarded_step(problem.loss, opt, p, s, alive, batch)
+                p, s, alive, loss = guarded_step(problem.loss, opt, p, s, alive, batch,
+                                                 check="by_max")  # as jc.sweep checks
                 return (p, s, alive), loss
             loss, g = jax.value_and_grad(problem.loss)(p, batch)
             u, s = opt.update(g, s, p)

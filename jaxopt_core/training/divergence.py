@@ -26,9 +26,12 @@ import jax.numpy as jnp
 from jaxopt_core.training.step import apply_step
 
 
-def all_finite(tree: Any) -> jax.Array:
+def all_finite(tree: Any, *, by_max: bool = False) -> jax.Array:
     """A scalar bool: every floating entry of ``tree`` is finite (integer
     leaves such as step counts, and PRNG keys, count as finite).
+
+    One reduction per leaf: ``all(isfinite(x))``, or with ``by_max`` the same
+    flag as ``max(|x|) < inf`` (see :func:`_leaf_finite_by_max`).
 
     Example:
         >>> import jax.numpy as jnp
@@ -37,10 +40,35 @@ def all_finite(tree: Any) -> jax.Array:
         True
         >>> bool(all_finite([jnp.array([1.0, jnp.inf])]))
         False
+        >>> bool(all_finite([jnp.array([jnp.nan, 1.0])], by_max=True))
+        False
     """
-    checks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
-              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    leaf = _leaf_finite_by_max if by_max else (lambda x: jnp.all(jnp.isfinite(x)))
+    checks = [leaf(x) for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact) and jnp.size(x)]
     return functools.reduce(jnp.logical_and, checks, jnp.array(True))
+
+
+def _leaf_finite_by_max(x: Any) -> jax.Array:
+    r"""Whether every entry of one floating leaf is finite.
+
+    A real leaf is finite exactly when :math:`\max_i |x_i| < \infty`: ``abs``
+    and ``max`` are exact, an infinite entry makes the max infinite and a NaN
+    makes it NaN (XLA's max propagates NaN), and ``NaN < inf`` is false. It
+    is the same flag as ``all(isfinite(x))``, computed by a float max
+    reduction instead of a boolean one, which XLA:CPU runs faster: on the
+    digits MLP sweep at K=1024 (Adam, 100 steps) the program went from
+    0.886 and 0.876 of the optax baseline's speed to 0.925 and 0.928
+    (two interleaved runs each, Intel Xeon, 2 cores), and stayed within
+    noise at K = 64, 256 and on linear regression. Sweeps use it; ``fit``
+    does not: on the 1000-leaf tree of benchmark (b) it made Adam's step
+    1.10x optax's against 1.06x and its compile 267 s against 103 s.
+    Complex leaves keep ``isfinite``: ``abs`` of a finite complex number can
+    overflow.
+    """
+    if jnp.issubdtype(jnp.result_type(x), jnp.complexfloating):
+        return jnp.all(jnp.isfinite(x))
+    return jnp.max(jnp.abs(x)) < jnp.inf
 
 
 def all_finite_grouped(tree: Any) -> jax.Array:
@@ -73,6 +101,9 @@ def all_finite_grouped(tree: Any) -> jax.Array:
     return functools.reduce(jnp.logical_and, checks, jnp.array(True))
 
 
+CHECKS = ("per_leaf", "by_max", "grouped")
+
+
 def select(ok: jax.Array, new: Any, old: Any) -> Any:
     """``new`` where ``ok`` else ``old``, leaf by leaf; ``ok`` may carry
     leading batch axes (one flag per member) that the leaves share."""
@@ -86,19 +117,27 @@ def select(ok: jax.Array, new: Any, old: Any) -> Any:
 
 def tentative_step(
     loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any,
-    *, grouped: bool = False,
+    *, check: str = "per_leaf",
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
     """One step, and whether to keep it: ``(new_params, new_state, ok, loss)``.
 
     ``ok`` is the new ``alive`` flag (alive before, and the loss, params and
     state all finite); the caller keeps ``new_*`` only where ``ok``, with
     :func:`select` (fit) or :func:`freeze_params` (sweep). ``loss`` is the
-    step's loss, NaN when already frozen. ``grouped``: check with
-    :func:`all_finite_grouped` (the same flag, another program).
+    step's loss, NaN when already frozen. ``check`` picks how the params
+    and state are checked, always the same flag in another program:
+    ``"per_leaf"`` (:func:`all_finite`), ``"by_max"`` (:func:`all_finite`
+    with ``by_max``: sweeps) or ``"grouped"`` (:func:`all_finite_grouped`:
+    ``fit`` on the flat layout).
     """
+    if check not in CHECKS:
+        raise ValueError(f"check must be one of {CHECKS}; got check={check!r}")
     new_p, new_s, loss = apply_step(loss_of, optimizer, p, s, batch)
-    finite = (all_finite_grouped((new_p, new_s)) if grouped
-              else all_finite(new_p) & all_finite(new_s))
+    if check == "grouped":
+        finite = all_finite_grouped((new_p, new_s))
+    else:
+        by_max = check == "by_max"
+        finite = all_finite(new_p, by_max=by_max) & all_finite(new_s, by_max=by_max)
     ok = alive & jnp.isfinite(loss) & finite
     return new_p, new_s, ok, jnp.where(alive, loss, jnp.nan)
 
@@ -119,7 +158,7 @@ def freeze_params(ok: jax.Array, new_params: Any, params: Any) -> Any:
 
 def guarded_step(
     loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any,
-    *, grouped: bool = False,
+    *, check: str = "per_leaf",
 ) -> tuple[Any, Any, jax.Array, jax.Array]:
     """One step that is kept only while everything stays finite.
 
@@ -127,11 +166,11 @@ def guarded_step(
     run was alive and the step's loss, params and state are all finite,
     otherwise the old ones; ``ok`` is the new ``alive`` flag; ``loss`` is the
     step's loss as computed, or NaN when the run was already frozen.
-    ``grouped``: as in :func:`tentative_step` (``fit`` sets it on the flat
-    layout).
+    ``check``: as in :func:`tentative_step` (``fit`` sets ``"grouped"`` on
+    the flat layout).
     """
     new_p, new_s, ok, loss = tentative_step(loss_of, optimizer, p, s, alive, batch,
-                                            grouped=grouped)
+                                            check=check)
     return select(ok, new_p, p), select(ok, new_s, s), ok, loss
 
 

@@ -85,7 +85,7 @@ def _run(spec: FitSpec, state: FitState, data, key, ts, batches, token, eval_dat
         # One reduction per group of same-shaped leaves (a few on the flat
         # layout) is the cheaper check there; on a tree it is not (divergence).
         p, s, ok, loss = guarded_step(loss_of, optimizer, st.params, st.opt_state, st.alive,
-                                      batch, grouped=spec.flat)
+                                      batch, check="grouped" if spec.flat else "per_leaf")
         at = first_bad_step(st.alive, ok, t, st.diverged_at)
         ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
         if spec.every:

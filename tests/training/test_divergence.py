@@ -2,6 +2,8 @@
 sweep freezes the params of a diverged member and no longer selects its
 optimizer state, which nothing reads again)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,12 +35,15 @@ def test_frozen_members_keep_their_params_bit_for_bit(flags):
 
 
 # all_finite, vmapped as a sweep runs it, against NumPy's check of each
-# member's leaves (integer leaves do not count; float16 overflow is inf).
-# Fixed shapes, values drawn: one compile for every example.
+# member's leaves (integer leaves do not count; float16 overflow is inf; a
+# complex leaf's -3e38 - 3e38j is finite though its abs overflows; an empty
+# leaf is finite). Fixed shapes, values drawn: one compile for every example.
 _TREE = {"w": np.zeros((K, 2, 3), np.float32), "w_mu": np.zeros((K, 2, 3), np.float32),
          "b": np.zeros((K, 3), np.float32), "s": np.zeros((K,), np.float16),
+         "z": np.zeros((K, 2), np.complex64), "e": np.zeros((K, 0), np.float32),
          "count": np.zeros((K,), np.int32)}
 _ALL_FINITE = jax.jit(jax.vmap(all_finite))
+_BY_MAX = jax.jit(jax.vmap(functools.partial(all_finite, by_max=True)))  # sweeps' form
 # fit's grouped form, unbatched as fit runs it: the same flag per member.
 _GROUPED = jax.jit(lambda t: jnp.stack([
     all_finite_grouped(jax.tree.map(lambda x, i=i: x[i], t)) for i in range(K)]))
@@ -46,19 +51,20 @@ _SPECIALS = st.sampled_from([0.0, 1.0, -3e38, np.inf, -np.inf, np.nan])
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["w", "w_mu", "b", "s"]), st.integers(0, 10**6),
-                          _SPECIALS), max_size=4))
+@given(st.lists(st.tuples(st.sampled_from(["w", "w_mu", "b", "s", "z"]),
+                          st.integers(0, 10**6), _SPECIALS), max_size=4))
 def test_all_finite_is_the_per_leaf_check_per_member(edits):
     tree = {n: x.copy() for n, x in _TREE.items()}
     for name, where, value in edits:
         flat = tree[name].reshape(-1)
-        with np.errstate(over="ignore"):  # -3e38 is -inf in float16: also a case
-            flat[where % flat.size] = value
+        with np.errstate(over="ignore", invalid="ignore"):  # -3e38 is -inf in float16
+            flat[where % flat.size] = value * (1 + 1j) if name == "z" else value
     want = np.ones(K, bool)
     for x in tree.values():
-        if np.issubdtype(x.dtype, np.floating):
+        if np.issubdtype(x.dtype, np.inexact):
             want &= np.isfinite(x.reshape(K, -1)).all(axis=1)
     np.testing.assert_array_equal(_ALL_FINITE(tree), want)
+    np.testing.assert_array_equal(_BY_MAX(tree), want)
     np.testing.assert_array_equal(_GROUPED(tree), want)
 
 
@@ -84,3 +90,18 @@ def test_a_diverging_fit_freezes_alike_on_the_flat_and_tree_layouts(make):
             assert np.all(np.isfinite(np.asarray(x)))  # frozen at the last finite state
             np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(flat.losses, tree.losses)
+
+
+def test_a_sweep_member_diverging_through_its_params_freezes_as_fit_does():
+    # A sweep checks with the max form: the member at lr=1e38 must die at
+    # fit's step and keep fit's last finite params; the other stays alive.
+    lrs = np.array([1e38, 1e-3])
+    res = jc.sweep(_runaway, PARAMS, jc.sgd, DATA, grid={"learning_rate": lrs,
+                   "momentum": np.full(2, 0.9)}, steps=10)
+    ref = jc.fit(_runaway, PARAMS, jc.sgd(1e38, momentum=0.9), DATA, steps=10, layout="tree")
+    assert res.diverged.tolist() == [True, False]
+    assert int(res.diverged_at[0]) == int(ref.diverged_at) >= 0
+    for name in PARAMS:
+        got = np.asarray(res.params[name][0])
+        assert np.all(np.isfinite(got))
+        np.testing.assert_array_equal(got, ref.params[name])
