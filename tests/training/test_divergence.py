@@ -92,11 +92,12 @@ def test_a_diverging_fit_freezes_alike_on_the_flat_and_tree_layouts(make):
     np.testing.assert_array_equal(flat.losses, tree.losses)
 
 
-def test_a_sweep_member_diverging_through_its_params_freezes_as_fit_does():
+@pytest.mark.parametrize("optimizer_fn", [jc.sgd, optax.sgd], ids=["jc.sgd", "optax.sgd"])
+def test_a_sweep_member_diverging_through_its_params_freezes_as_fit_does(optimizer_fn):
     # A sweep checks with the max form: the member at lr=1e38 must die at
     # fit's step and keep fit's last finite params; the other stays alive.
     lrs = np.array([1e38, 1e-3])
-    res = jc.sweep(_runaway, PARAMS, jc.sgd, DATA, grid={"learning_rate": lrs,
+    res = jc.sweep(_runaway, PARAMS, optimizer_fn, DATA, grid={"learning_rate": lrs,
                    "momentum": np.full(2, 0.9)}, steps=10)
     ref = jc.fit(_runaway, PARAMS, jc.sgd(1e38, momentum=0.9), DATA, steps=10, layout="tree")
     assert res.diverged.tolist() == [True, False]
