@@ -304,7 +304,9 @@ def _section_a(r: Results) -> list[str]:
               "fixed cost of one kernel per leaf (the 'us per leaf'), so GB/s there measures "
               "kernels per second, and a step can beat the `x * c` 'ceiling'. "
               "Compile = seconds JAX reports (`jax.monitoring`) for tracing, lowering and "
-              "compiling during the first call.", ""]
+              "compiling during the first call (the smaller of the two builds: each "
+              "optimizer is timed in two halves that build the libraries' steps in opposite "
+              "orders).", ""]
     ceilings = {c.tree: c for c in r.ceilings}
     for tree in dict.fromkeys(s.tree for s in r.steps):
         c = ceilings.get(tree)

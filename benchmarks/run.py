@@ -60,7 +60,7 @@ class Config:
 FULL = Config(
     trees=(TreeSpec(1, 4_000_000, ALL), TreeSpec(1000, 4_000, ALL),
            TreeSpec(10_000, 400, ("sgd",))),
-    audit=ALL, step_reps=21, step_target_s=0.1,
+    audit=ALL, step_reps=22, step_target_s=0.1,
     train_blocks=250, train_steps=100, train_reps=9, train_optimizers=("adam", "sgd"),
     ks=(1, 4, 16, 64, 256, 1024),
     sweep_problems=(("linreg", {}, 200), ("digits", {"batch_size": 128}, 100)),
