@@ -139,7 +139,9 @@ def bench_tree(spec: TreeSpec, reps: int, target_s: float) -> list[StepResult]:
     warm up) the two libraries' steps in opposite orders, and the halves'
     paired samples are pooled: on a 10,000-leaf tree the step built first ran
     4-7% slower whichever library it was (sgd, four runs of 31 pairs, Intel
-    Xeon), which a fixed order would have charged to one library.
+    Xeon), which a fixed order would have charged to one library. (It is a
+    placement effect, not an order one alone: one library's step built twice
+    ran 8-9% faster in its first copy; see benchmarks/README.md.)
     """
     grads = [0.01 * g for g in make_tree(spec, 1)]
     results = []
