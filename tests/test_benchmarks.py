@@ -109,3 +109,21 @@ def test_an_accelerator_adds_the_large_sizes(backend):
     else:
         assert ACCELERATOR_TREE in full.trees and ACCELERATOR_TREE.params == 100_000_000
         assert {1024, 4096} <= set(full.speed_ks) and set(FULL.speed_ks) <= set(full.speed_ks)
+
+
+def test_step_timing_builds_the_libraries_in_both_orders(monkeypatch):
+    """Section (a) builds each optimizer's two steps once in each order and
+    pools the halves' paired samples (the step built first can run faster or
+    slower by where its buffers land, whichever library it is)."""
+    from benchmarks import steps
+
+    built, make_step = [], steps.make_step
+
+    def recording(library, name):
+        built.append(library)
+        return make_step(library, name)
+
+    monkeypatch.setattr(steps, "make_step", recording)
+    (result,) = steps.bench_tree(steps.TreeSpec(2, 8, ("sgd",)), reps=3, target_s=1e-4)
+    assert built == ["jaxopt_core", "optax", "optax", "jaxopt_core"]
+    assert len(result.ours.samples) == len(result.theirs.samples) == 4  # 2 pairs per half
