@@ -105,8 +105,7 @@ def _optax_program(problem, steps, guard: bool):
         def member(c, batch):
             p, s, alive = c
             if guard:
-                p, s, alive, loss = guarded_step(problem.loss, opt, p, s, alive, batch,
-                                                 check="by_max")  # as jc.sweep checks
+                p, s, alive, loss = guarded_step(problem.loss, opt, p, s, alive, batch)
                 return (p, s, alive), loss
             loss, g = jax.value_and_grad(problem.loss)(p, batch)
             u, s = opt.update(g, s, p)

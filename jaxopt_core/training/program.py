@@ -103,7 +103,7 @@ def _member_step(spec: SweepSpec, p, s, alive, hp_m, batch):
     """One member's tentative step: ``(new params, new state, ok, loss)``; the
     scan body keeps the new params only where ``ok`` (``freeze_params``)."""
     opt, loss_of = build_member(spec, hp_m)
-    return tentative_step(loss_of, opt, p, s, alive, batch, check="by_max")
+    return tentative_step(loss_of, opt, p, s, alive, batch)
 
 
 def _metrics_of(spec: SweepSpec, eval_data: Any) -> Callable:
