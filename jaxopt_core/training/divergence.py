@@ -35,8 +35,8 @@ def all_finite(tree: Any) -> jax.Array:
     faster on XLA:CPU): jaxlib 0.10.2's CPU max reduction drops NaN for
     many shapes (``jnp.max(x, axis=1)`` of a ``[1024, 10]`` or ``[256, 16]``
     array with one NaN per row came out finite in every case tried, while
-    ``[64, 32]`` and 1-D arrays propagated it; XLA's tracker has it as
-    openxla/xla#21461, open), so that check passed members holding NaN.
+    ``[64, 32]`` and 1-D arrays propagated it; openxla/xla#21461, open,
+    reports the same kind of bug), so that check passed members holding NaN.
     Sweeps used it from commit 0e094ec until the fix; the tests now check
     the flag on those shapes.
 
