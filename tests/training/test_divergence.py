@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import DATA, PARAMS
+from conftest import DATA, PARAMS, mse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -112,8 +112,7 @@ def test_the_sweeps_check_sees_a_nan_in_every_row(shape):
     rows = np.arange(shape[0])
     x.reshape(shape[0], -1)[rows, (7 * rows) % (x.size // shape[0])] = np.nan
     x[0] = 1.0  # one clean row
-    got = np.asarray(_ALL_FINITE({"leaf": x}) if shape[0] == K else
-                     jax.jit(jax.vmap(all_finite))({"leaf": x}))
+    got = np.asarray(_ALL_FINITE({"leaf": x}))
     assert got[0] and not got[1:].any()
 
 
@@ -132,8 +131,7 @@ def _nan_state(learning_rate):
 
 def test_a_sweep_member_whose_state_turns_nan_dies_at_that_step():
     lrs = np.where(np.arange(256) % 5 == 3, 2.0, 0.5)  # the state leaf is [256, 16]
-    res = jc.sweep(_runaway_free, PARAMS, _nan_state, DATA, grid={"learning_rate": lrs},
-                   steps=3)
+    res = jc.sweep(mse, PARAMS, _nan_state, DATA, grid={"learning_rate": lrs}, steps=3)
     dead = lrs > 1
     np.testing.assert_array_equal(res.diverged, dead)
     np.testing.assert_array_equal(res.diverged_at, np.where(dead, 0, -1))
@@ -141,8 +139,3 @@ def test_a_sweep_member_whose_state_turns_nan_dies_at_that_step():
         got = np.asarray(res.params[name])
         np.testing.assert_array_equal(got[dead], np.broadcast_to(PARAMS[name], got[dead].shape))
         assert not np.array_equal(got[~dead][0], np.asarray(PARAMS[name]))
-
-
-def _runaway_free(params, batch):
-    x, y = batch
-    return jnp.mean((x @ params["w"] + params["b"] - y) ** 2)
