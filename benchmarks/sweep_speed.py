@@ -17,6 +17,12 @@ the run:
   ``vmap``-ed step (the batch shared by all members), followed by the
   ``vmap``-ed ``eval_fn``; jitted and compiled ahead of time. No divergence
   tracking;
+* the same hand-written sweep with divergence isolation written by hand
+  (``optax+isolation``), jc.sweep's semantics without its code: per member,
+  ``ok = alive & isfinite(loss) & all(isfinite(new params)) &
+  all(isfinite(new state))``, the new params kept only where ``ok`` (the
+  state runs on, unread), NaN losses and evaluations once frozen. It says
+  what isolation itself costs, apart from the rest of jc.sweep;
 * for the MLP, a dense-batched formulation written by hand: the members'
   params stacked in a layout where the first layer of all K members is one
   ``[d, K * h]`` matrix, so the first layer of every member is one matmul
@@ -47,6 +53,8 @@ import jaxopt_core as jc
 from benchmarks.problems import Problem, learning_rates
 from benchmarks.timing import Timing, interleaved, run_once
 
+ISOLATED = "optax+isolation"  # the baseline with divergence isolation written by hand
+
 
 class SpeedPoint(NamedTuple):
     """One problem at one K: seconds of each contender and the FLOPs of a sweep."""
@@ -54,7 +62,7 @@ class SpeedPoint(NamedTuple):
     problem: str
     k: int
     steps: int
-    times: dict[str, Timing]  # "jc.sweep", "optax", and "dense" for the MLP
+    times: dict[str, Timing]  # "jc.sweep", "optax", ISOLATED, and "dense" for the MLP
     gflop: float  # per sweep, counted from the shapes
     gaps: dict[str, float]  # max |final loss - optax's| over the members (a sanity check)
 
@@ -110,28 +118,46 @@ def _tenths(step, evaluate, carry, orders, data):
     return carry, losses.reshape(10 * per, *losses.shape[2:]), evals
 
 
-def optax_program(problem: Problem, steps: int):
+def optax_program(problem: Problem, steps: int, isolate: bool = False):
     """The hand-written baseline: ``run(params, data, lrs, key) -> (params,
-    losses [K, steps], evals [K, 10])``."""
+    losses [K, steps], evals [K, 10])``.
+
+    ``isolate=True`` adds divergence isolation written by hand, the same
+    semantics as ``jc.sweep``'s: a member whose loss, new params or new
+    optimizer state holds a non-finite value keeps its last finite params
+    (its state runs on, unread), records NaN losses from then on and counts
+    as diverged; evaluations of a frozen member are NaN."""
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
     n = problem.data[0].shape[0]
+
+    def finite(tree):
+        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+                                  if jnp.issubdtype(x.dtype, jnp.inexact)]))
 
     def run(params, data, lrs, key):
         def init(lr):
             state = opt.init(params)
             state.hyperparams["learning_rate"] = lr
-            return params, state
+            return params, state, jnp.array(True)
 
         def member(ps, batch):
-            p, s = ps
+            p, s, alive = ps
             loss, grads = jax.value_and_grad(problem.loss)(p, batch)
             updates, s = opt.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), loss
+            new_p = optax.apply_updates(p, updates)
+            if not isolate:
+                return (new_p, s, alive), loss
+            ok = alive & jnp.isfinite(loss) & finite(new_p) & finite(s)
+            new_p = jax.tree.map(lambda a, b: jnp.where(ok, a, b), new_p, p)
+            return (new_p, s, ok), jnp.where(alive, loss, jnp.nan)
 
         step = jax.vmap(member, in_axes=(0, None))
-        evaluate = jax.vmap(lambda ps: problem.loss(ps[0], data))
+        if isolate:
+            evaluate = jax.vmap(lambda ps: jnp.where(ps[2], problem.loss(ps[0], data), jnp.nan))
+        else:
+            evaluate = jax.vmap(lambda ps: problem.loss(ps[0], data))
         orders = epoch_orders(key, n, problem.batch_size, steps)
-        (p, _), losses, evals = _tenths(step, evaluate, jax.vmap(init)(lrs), orders, data)
+        (p, _, _), losses, evals = _tenths(step, evaluate, jax.vmap(init)(lrs), orders, data)
         return p, losses.T, evals.T
 
     return run
@@ -194,7 +220,8 @@ def bench_speed(problem: Problem, ks: tuple[int, ...], steps: int, reps: int) ->
     if steps % 10:
         raise ValueError(f"steps must be a multiple of 10 (evaluations every tenth); got {steps}")
     key, points = jax.random.key(0), []
-    programs = {"optax": jax.jit(optax_program(problem, steps))}
+    programs = {"optax": jax.jit(optax_program(problem, steps)),
+                ISOLATED: jax.jit(optax_program(problem, steps, isolate=True))}
     if "w1" in problem.params:
         programs["dense"] = jax.jit(dense_program(problem, steps))
     for k in ks:
@@ -219,21 +246,25 @@ def markdown(points: dict[str, list[SpeedPoint]], peak: float) -> list[str]:
     lines = ["## (e) Sweeps against the best hand-written baseline and the machine", "",
              f"Dense float32 matmul peak measured in this run: **{peak:.0f} GFLOP/s**. "
              "Every contender evaluates the loss on the whole data set after every tenth of "
-             "the run; `jc.sweep` tracks divergence. GFLOP/s count the matmuls only (see "
+             "the run; `jc.sweep` and `optax+isolation` (the baseline with divergence "
+             "isolation written by hand) track divergence. GFLOP/s count the matmuls only (see "
              "`benchmarks/sweep_speed.py`). The last column is the largest difference of the "
              "members' last training loss from the optax baseline's (same order, same "
              "maths: rounding only).", ""]
     for problem, pts in points.items():
         names = list(pts[0].times)
         header = ["K", *(f"{n} s" for n in names), "optax / jc (quartiles)",
+                  f"{ISOLATED} / jc (quartiles)",
                   *(f"{n} GFLOP/s (% peak)" for n in names), "final loss gap"]
         rows = []
         for p in pts:
-            q1, q3 = ratio_quartiles(p.times["optax"], p.times["jc.sweep"])
             rate = {n: p.gflop / t.median for n, t in p.times.items()}
-            rows.append([p.k, *(f"{p.times[n].median:.3f}" for n in names),
-                         f"{ratio(p.times['optax'], p.times['jc.sweep']):.2f}x "
-                         f"({q1:.2f}-{q3:.2f})",
+            against = []
+            for base in ("optax", ISOLATED):
+                q1, q3 = ratio_quartiles(p.times[base], p.times["jc.sweep"])
+                against.append(f"{ratio(p.times[base], p.times['jc.sweep']):.2f}x "
+                               f"({q1:.2f}-{q3:.2f})")
+            rows.append([p.k, *(f"{p.times[n].median:.3f}" for n in names), *against,
                          *(f"{rate[n]:.1f} ({100 * rate[n] / peak:.0f}%)" for n in names),
                          ", ".join(f"{n} {g:.1e}" for n, g in p.gaps.items())])
         lines += [f"### {problem}, {pts[0].steps} steps", "",

@@ -127,3 +127,40 @@ def test_step_timing_builds_the_libraries_in_both_orders(monkeypatch):
     (result,) = steps.bench_tree(steps.TreeSpec(2, 8, ("sgd",)), reps=3, target_s=1e-4)
     assert built == ["jaxopt_core", "optax", "optax", "jaxopt_core"]
     assert len(result.ours.samples) == len(result.theirs.samples) == 4  # 2 pairs per half
+
+
+@pytest.mark.parametrize("which", ["linear", "mlp"])
+def test_hand_written_isolation_agrees_with_the_sweep(which):
+    """Section (e)'s baseline with isolation written by hand (no jaxopt_core
+    code) and ``jc.sweep`` freeze the same members at the same steps, and
+    agree on losses, evaluations and final params up to rounding; so the
+    comparison of the two times the same work."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from benchmarks import sweep_speed
+    from benchmarks.problems import digits_mlp, linear_regression
+
+    if which == "linear":  # 1e37: the loss overflows at step 1
+        problem = linear_regression(n=64, d=4)
+        lrs = np.array([1e-3, 1e37, 1e-1, 1e17], np.float32)
+    else:  # 1e36: dies at step 2, minibatches drawn in jc.fit's order
+        problem = digits_mlp(hidden=8, batch_size=64)
+        lrs = np.array([1e-2, 1e36, 1e-3, 5e37], np.float32)
+    steps, key = 20, jax.random.key(0)
+    ours = sweep_speed._jc(problem, lrs, steps, key)()
+    run = jax.jit(sweep_speed.optax_program(problem, steps, isolate=True))
+    theirs = run(problem.params, problem.data, jnp.asarray(lrs), key)
+
+    (p1, l1, e1), (p2, l2, e2) = ours, (theirs[0], *map(np.asarray, theirs[1:]))
+    e1 = np.asarray(e1["eval"])
+    dead = ~np.isfinite(l1)
+    assert dead[:, -1].tolist() == [False, True, False, which == "mlp"]
+    assert np.array_equal(dead, ~np.isfinite(l2))
+    assert np.array_equal(np.isnan(e1), np.isnan(e2))
+    np.testing.assert_allclose(l2[~dead], np.asarray(l1)[~dead], rtol=1e-4)
+    np.testing.assert_allclose(e2[~np.isnan(e2)], e1[~np.isnan(e1)], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(p1)):  # frozen members too
+        assert np.all(np.isfinite(np.asarray(b)))
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
