@@ -23,6 +23,10 @@ the run:
   all(isfinite(new state))``, the new params kept only where ``ok`` (the
   state runs on, unread), NaN losses and evaluations once frozen. It says
   what isolation itself costs, apart from the rest of jc.sweep;
+* the same hand-written sweep with plain SGD (``sgd floor``): the
+  gradient, one scaled add and the same evaluations, the least any sweep of
+  this model that evaluates the same can do per step; its GFLOP/s say how
+  far the model's own gradient gets towards the matmul peak under XLA;
 * for the MLP, a dense-batched formulation written by hand: the members'
   params stacked in a layout where the first layer of all K members is one
   ``[d, K * h]`` matrix, so the first layer of every member is one matmul
@@ -54,6 +58,7 @@ from benchmarks.problems import Problem, learning_rates
 from benchmarks.timing import Timing, interleaved, run_once
 
 ISOLATED = "optax+isolation"  # the baseline with divergence isolation written by hand
+FLOOR = "sgd floor"  # the baseline with plain SGD: gradient, one scaled add, evaluations
 
 
 class SpeedPoint(NamedTuple):
@@ -62,7 +67,7 @@ class SpeedPoint(NamedTuple):
     problem: str
     k: int
     steps: int
-    times: dict[str, Timing]  # "jc.sweep", "optax", ISOLATED, and "dense" for the MLP
+    times: dict[str, Timing]  # "jc.sweep", "optax", ISOLATED, FLOOR, "dense" for the MLP
     gflop: float  # per sweep, counted from the shapes
     gaps: dict[str, float]  # max |final loss - optax's| over the members (a sanity check)
 
@@ -118,7 +123,8 @@ def _tenths(step, evaluate, carry, orders, data):
     return carry, losses.reshape(10 * per, *losses.shape[2:]), evals
 
 
-def optax_program(problem: Problem, steps: int, isolate: bool = False):
+def optax_program(problem: Problem, steps: int, isolate: bool = False,
+                  optimizer=optax.adam):
     """The hand-written baseline: ``run(params, data, lrs, key) -> (params,
     losses [K, steps], evals [K, 10])``.
 
@@ -126,8 +132,9 @@ def optax_program(problem: Problem, steps: int, isolate: bool = False):
     semantics as ``jc.sweep``'s: a member whose loss, new params or new
     optimizer state holds a non-finite value keeps its last finite params
     (its state runs on, unread), records NaN losses from then on and counts
-    as diverged; evaluations of a frozen member are NaN."""
-    opt = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+    as diverged; evaluations of a frozen member are NaN. ``optimizer``: an
+    optax alias taking ``learning_rate`` (``optax.sgd`` gives the floor)."""
+    opt = optax.inject_hyperparams(optimizer)(learning_rate=1e-3)
     n = problem.data[0].shape[0]
 
     def finite(tree):
@@ -221,7 +228,8 @@ def bench_speed(problem: Problem, ks: tuple[int, ...], steps: int, reps: int) ->
         raise ValueError(f"steps must be a multiple of 10 (evaluations every tenth); got {steps}")
     key, points = jax.random.key(0), []
     programs = {"optax": jax.jit(optax_program(problem, steps)),
-                ISOLATED: jax.jit(optax_program(problem, steps, isolate=True))}
+                ISOLATED: jax.jit(optax_program(problem, steps, isolate=True)),
+                FLOOR: jax.jit(optax_program(problem, steps, optimizer=optax.sgd))}
     if "w1" in problem.params:
         programs["dense"] = jax.jit(dense_program(problem, steps))
     for k in ks:
@@ -233,7 +241,7 @@ def bench_speed(problem: Problem, ks: tuple[int, ...], steps: int, reps: int) ->
         times = interleaved(contenders, reps=reps, warmup=1)
         final = {name: np.asarray(run()[1])[:, -1] for name, run in contenders.items()}
         gaps = {name: float(np.nanmax(np.abs(f - final["optax"])))
-                for name, f in final.items() if name != "optax"}
+                for name, f in final.items() if name not in ("optax", FLOOR)}
         points.append(SpeedPoint(problem.name, k, steps, times,
                                  sweep_gflop(problem, k, steps, 10), gaps))
     return points
@@ -247,10 +255,12 @@ def markdown(points: dict[str, list[SpeedPoint]], peak: float) -> list[str]:
              f"Dense float32 matmul peak measured in this run: **{peak:.0f} GFLOP/s**. "
              "Every contender evaluates the loss on the whole data set after every tenth of "
              "the run; `jc.sweep` and `optax+isolation` (the baseline with divergence "
-             "isolation written by hand) track divergence. GFLOP/s count the matmuls only (see "
+             "isolation written by hand) track divergence; `sgd floor` is the hand-written "
+             "sweep with plain SGD (the gradient, one scaled add, the same evaluations), the "
+             "least such a sweep can do. GFLOP/s count the matmuls only (see "
              "`benchmarks/sweep_speed.py`). The last column is the largest difference of the "
              "members' last training loss from the optax baseline's (same order, same "
-             "maths: rounding only).", ""]
+             "maths: rounding only; not for the floor, which trains otherwise).", ""]
     for problem, pts in points.items():
         names = list(pts[0].times)
         header = ["K", *(f"{n} s" for n in names), "optax / jc (quartiles)",
