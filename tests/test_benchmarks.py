@@ -164,3 +164,30 @@ def test_hand_written_isolation_agrees_with_the_sweep(which):
     for a, b in zip(jax.tree.leaves(p2), jax.tree.leaves(p1)):  # frozen members too
         assert np.all(np.isfinite(np.asarray(b)))
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_the_sgd_floor_trains_as_jc_sweep_with_sgd():
+    """Section (e)'s floor (the hand-written sweep with ``optax.sgd``) and
+    ``jc.sweep`` with ``jc.sgd`` train the same members on the same batches:
+    losses, evaluations and final params agree up to rounding."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    import jaxopt_core as jc
+    from benchmarks import sweep_speed
+    from benchmarks.problems import digits_mlp
+
+    problem, steps, key = digits_mlp(hidden=8, batch_size=64), 20, jax.random.key(0)
+    lrs = np.array([1e-3, 1e-1, 1.0], np.float32)
+    res = jc.sweep(problem.loss, problem.params, jc.sgd, problem.data,
+                   grid={"learning_rate": lrs}, steps=steps, batch_size=problem.batch_size,
+                   key=key, eval_fn=problem.loss, eval_data=problem.data, eval_every=steps // 10)
+    run = jax.jit(sweep_speed.optax_program(problem, steps, optimizer=optax.sgd))
+    params, losses, evals = run(problem.params, problem.data, jnp.asarray(lrs), key)
+    np.testing.assert_allclose(np.asarray(losses), np.asarray(res.losses), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(evals), np.asarray(res.evals["eval"]), rtol=1e-4)
+    assert float(np.ptp(np.asarray(res.losses)[:, -1])) > 0.1  # the rates train differently
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(res.params)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
