@@ -106,12 +106,19 @@ def test_a_sweep_member_diverging_through_its_params_freezes_as_fit_does(optimiz
 
 # Shapes for which jaxlib 0.10.2's XLA:CPU max reduction dropped a NaN
 # (max(|x|) < inf, vmapped over the rows, said "finite"); [64, 32] did not.
-@pytest.mark.parametrize("shape", [(256, 16), (1024, 10), (3, 64, 32), (64, 32)])
-def test_the_sweeps_check_sees_a_nan_in_every_row(shape):
-    x = np.ones(shape, np.float32)
+# The check is now a matrix-vector product with zeros: rows long enough for
+# the kernel's blocking too, and every kind of non-finite value, at the first,
+# the last and an inner position of each row.
+@pytest.mark.parametrize("shape", [(256, 16), (1024, 10), (3, 64, 32), (64, 32), (9, 4099),
+                                   (130, 2048)])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_the_sweeps_check_sees_a_non_finite_value_in_every_row(shape, bad):
+    x = np.full(shape, 3e38, np.float32)  # huge but finite: x * 0 is still 0
     rows = np.arange(shape[0])
-    x.reshape(shape[0], -1)[rows, (7 * rows) % (x.size // shape[0])] = np.nan
-    x[0] = 1.0  # one clean row
+    n = x.size // shape[0]
+    x.reshape(shape[0], -1)[rows, np.where(rows % 3 == 0, 0, np.where(rows % 3 == 1, n - 1,
+                                                                        (7 * rows) % n))] = bad
+    x[0] = -3e38  # one clean row
     got = np.asarray(_ALL_FINITE({"leaf": x}))
     assert got[0] and not got[1:].any()
 
