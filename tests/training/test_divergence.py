@@ -2,6 +2,9 @@
 sweep freezes the params of a diverged member and no longer selects its
 optimizer state, which nothing reads again)."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -33,11 +36,12 @@ def test_frozen_members_keep_their_params_bit_for_bit(flags):
 
 
 # all_finite, vmapped as a sweep runs it, against NumPy's check of each
-# member's leaves (integer leaves do not count; float16 overflow is inf; a
+# member's leaves (integer leaves do not count; float16 and bfloat16 overflow is inf; a
 # complex leaf's -3e38 - 3e38j is finite though its abs overflows; an empty
 # leaf is finite). Fixed shapes, values drawn: one compile for every example.
 _TREE = {"w": np.zeros((K, 2, 3), np.float32), "w_mu": np.zeros((K, 2, 3), np.float32),
          "b": np.zeros((K, 3), np.float32), "s": np.zeros((K,), np.float16),
+         "h": np.zeros((K, 4), jnp.bfloat16),
          "z": np.zeros((K, 2), np.complex64), "e": np.zeros((K, 0), np.float32),
          "count": np.zeros((K,), np.int32)}
 _ALL_FINITE = jax.jit(jax.vmap(all_finite))
@@ -48,7 +52,7 @@ _SPECIALS = st.sampled_from([0.0, 1.0, -3e38, np.inf, -np.inf, np.nan])
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["w", "w_mu", "b", "s", "z"]),
+@given(st.lists(st.tuples(st.sampled_from(["w", "w_mu", "b", "s", "h", "z"]),
                           st.integers(0, 10**6), _SPECIALS), max_size=4))
 def test_all_finite_is_the_per_leaf_check_per_member(edits):
     tree = {n: x.copy() for n, x in _TREE.items()}
@@ -58,7 +62,7 @@ def test_all_finite_is_the_per_leaf_check_per_member(edits):
             flat[where % flat.size] = value * (1 + 1j) if name == "z" else value
     want = np.ones(K, bool)
     for x in tree.values():
-        if np.issubdtype(x.dtype, np.inexact):
+        if jnp.issubdtype(x.dtype, jnp.inexact):  # bfloat16 is no NumPy inexact
             want &= np.isfinite(x.reshape(K, -1)).all(axis=1)
     np.testing.assert_array_equal(_ALL_FINITE(tree), want)
     np.testing.assert_array_equal(_GROUPED(tree), want)
@@ -146,3 +150,24 @@ def test_a_sweep_member_whose_state_turns_nan_dies_at_that_step():
         got = np.asarray(res.params[name])
         np.testing.assert_array_equal(got[dead], np.broadcast_to(PARAMS[name], got[dead].shape))
         assert not np.array_equal(got[~dead][0], np.asarray(PARAMS[name]))
+
+
+_X64_SCRIPT = """
+import jax
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp, numpy as np
+from jaxopt_core.training.divergence import all_finite
+x = np.full((5, 300), 1.7e308)  # near float64's max: x * 0 is still 0
+x[0] = -1.7e308
+x[1, 0], x[2, -1], x[3, 150], x[4, 7] = np.inf, np.nan, -np.inf, np.nan
+flags = jax.jit(jax.vmap(all_finite))({"x": jnp.asarray(x)})
+print(str(jnp.asarray(x).dtype), np.asarray(flags).tolist())
+"""
+
+
+def test_the_sweeps_check_is_exact_in_float64():
+    # jax_enable_x64 is process-global: run in a fresh interpreter.
+    proc = subprocess.run([sys.executable, "-c", _X64_SCRIPT], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["float64", "[True,", "False,", "False,", "False,", "False]"]
