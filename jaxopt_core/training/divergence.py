@@ -104,7 +104,11 @@ def all_finite_grouped(tree: Any) -> jax.Array:
     used: on the 1000-leaf tree, groups of hundreds of leaves made the step
     1.36x optax's against 0.93x; vmapped over a sweep's members it stayed
     within the runs' noise of the per-leaf check (slower at K = 64 in one
-    set of runs, 0.01 faster at K = 64 to 1024 in another).
+    set of runs, 0.01 faster at K = 64 to 1024 in another). Those figures
+    are against the boolean per-leaf check that :func:`all_finite` used
+    until :func:`leaf_finite`'s dot product; on ``fit``'s flat layout the
+    grouped check still wins over the dots (1000-leaf Adam step, 2026-12-02,
+    two runs: 3.72-3.81 ms against 3.81-3.90 ms).
 
     Example:
         >>> import jax.numpy as jnp
