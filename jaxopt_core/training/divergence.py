@@ -50,7 +50,49 @@ def all_finite(tree: Any) -> jax.Array:
     """
     checks = [leaf_finite(x) for x in jax.tree.leaves(tree)
               if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    return functools.reduce(jnp.logical_and, checks, jnp.array(True))
+    return and_all(checks)
+
+
+#: From this many flags on, :func:`and_all` ANDs them behind a conditional on CPU.
+CONDITIONAL_FROM = 16
+
+
+def and_all(flags: list) -> jax.Array:
+    r"""The AND of scalar bool ``flags`` (True for none).
+
+    From :data:`CONDITIONAL_FROM` flags on, and on CPU, it is computed as
+    :math:`f_0 \wedge \bigwedge_{i>0} f_i` with ``lax.cond(f_0, all, False)``:
+    the same flag. Why: XLA:CPU fuses the reductions of small leaves into
+    the scalar chain of ``and`` that consumes them, one kernel that grows
+    with the number of leaves, and its fusion pass slows down with the
+    kernel's size. A conditional is a fusion boundary. ``fit`` with Adam on
+    the residual MLP of benchmark (b), layout ``"tree"``, first call
+    (compile and 100 steps), chain -> conditional: 1000 leaves 254 s (the
+    benchmark's compile figure) -> 35 s (optax's scan: 13 s); 400 leaves
+    17.5 s -> 8.3 s. Outputs equal bit for bit; time per step, interleaved,
+    conditional / chain: 0.99 at 400 leaves, 0.95 at 40. Under ``vmap`` the
+    conditional becomes a select, the chain again (a sweep's few leaves).
+    Other platforms keep the chain: a GPU conditional reads its predicate
+    on the host.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_core.training.divergence import and_all
+        >>> flags = [jnp.array(True)] * 20
+        >>> bool(and_all(flags)), bool(and_all(flags + [jnp.array(False)])), bool(and_all([]))
+        (True, False, True)
+    """
+    if len(flags) < CONDITIONAL_FROM:
+        return functools.reduce(jnp.logical_and, flags, jnp.array(True))
+
+    def chain(head, rest):
+        return head & jnp.all(rest)
+
+    def behind_conditional(head, rest):
+        return jax.lax.cond(head, jnp.all, lambda r: jnp.array(False), rest)
+
+    return jax.lax.platform_dependent(flags[0], jnp.stack(flags[1:]), cpu=behind_conditional,
+                                      default=chain)
 
 
 def leaf_finite(x: jax.Array) -> jax.Array:
