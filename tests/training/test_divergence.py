@@ -219,12 +219,13 @@ def _runaway_leaf(i):
     return loss
 
 
+@pytest.mark.parametrize("make", [jc.sgd, optax.sgd], ids=["jc.sgd", "optax.sgd"])
 @pytest.mark.parametrize("i", [0, 9, 19])
-def test_fit_on_a_tree_of_many_leaves_freezes_as_the_flat_layout_does(i):
+def test_fit_on_a_tree_of_many_leaves_freezes_as_the_flat_layout_does(i, make):
     # The tree layout ANDs 20 per-leaf checks behind the conditional, the
     # flat layout checks one grouped buffer: the same step, the same state.
     params = {f"b{j:02d}": jnp.zeros(()) for j in range(20)}
-    runs = [jc.fit(_runaway_leaf(i), params, jc.sgd(1e38, momentum=0.9), DATA, steps=10,
+    runs = [jc.fit(_runaway_leaf(i), params, make(1e38, momentum=0.9), DATA, steps=10,
                    layout=layout) for layout in ("flat", "tree")]
     flat, tree = runs
     assert bool(flat.diverged) and bool(tree.diverged)
