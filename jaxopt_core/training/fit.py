@@ -27,6 +27,7 @@ import jax
 import numpy as np
 
 from jaxopt_core.training.batching import as_key, check_steps
+from jaxopt_core.training.canonical import canonical
 from jaxopt_core.training.evaluation import (
     check_evaluation,
     eval_steps,
@@ -152,9 +153,12 @@ def fit(
     The compiled program is cached on ``(loss_fn, optimizer, steps,
     batch_size, layout, progress, eval_fn, eval_every)`` and the shapes and
     dtypes of ``params``, ``data``, ``key`` and ``eval_data``: calling ``fit``
-    again with the same function and optimizer *objects* and new values
-    compiles nothing. (A lambda or an optimizer built anew in each call is a
-    new object, hence a new compile.)
+    again with the same function and optimizer and new values compiles
+    nothing. "The same" is the same object, or one built again by
+    jaxopt_core's or optax's code from equal values (``jc.adam(0.1)`` in a
+    re-run cell, ``jc.regularized(loss, l1=0.1)``; see
+    :mod:`jaxopt_core.training.canonical`). A lambda of your own written
+    anew, or another hyperparameter value, is a new compile.
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> scalar``; it receives the user's
@@ -253,6 +257,8 @@ def fit(
     """
     check_callable("loss_fn", loss_fn)
     check_optimizer("optimizer", optimizer)
+    # An equal optimizer or loss built again (a re-run cell) reuses the program.
+    loss_fn, optimizer, eval_fn = canonical(loss_fn), canonical(optimizer), canonical(eval_fn)
     steps = check_steps(steps)
     streamed = check_data(data, batch_size, allow_short)
     key = as_key(key)

@@ -85,6 +85,7 @@ from typing import Any
 import jax
 
 from jaxopt_core.training.batching import as_key, check_steps, key_bits
+from jaxopt_core.training.canonical import canonical
 from jaxopt_core.training.evaluation import check_evaluation
 from jaxopt_core.training.grid import (
     check_grid,
@@ -192,7 +193,9 @@ def sweep(
     Diverged members are never the best.
 
     Compiles are cached on ``(loss_fn, optimizer_fn, params function,
-    eval_fn)`` (the objects), the grid's names, dtypes and padded chunk
+    eval_fn)`` (the objects; one built again by jaxopt_core's or optax's code
+    from equal values counts as the same, see
+    :mod:`jaxopt_core.training.canonical`), the grid's names, dtypes and padded chunk
     length, ``steps``, ``batch_size``, ``eval_every``, the layout, devices
     and shapes; new grid values, params, data or ``eval_data`` of the same
     shapes reuse the program (``rank_by`` and ``rank_mode`` only matter to the
@@ -312,6 +315,9 @@ def sweep(
     """
     check_callable("loss_fn", loss_fn)
     check_callable("optimizer_fn", optimizer_fn)
+    # An equal optimizer_fn or loss built again (a re-run cell) reuses the program.
+    loss_fn, optimizer_fn, eval_fn = (canonical(loss_fn), canonical(optimizer_fn),
+                                      canonical(eval_fn))
     steps = check_steps(steps)
     streamed = check_data(data, batch_size, allow_short)
     if streamed and search is not None:
