@@ -99,16 +99,27 @@ def value_key(obj: Any) -> Any:
 _SEEN = Memo(size=64)
 
 
+# id -> (the object, its canonical object): the same object passed again
+# skips the walk (~0.1 ms for an Adam). The entry holds the object, so its id
+# cannot be reused while the entry lives.
+_BY_ID = Memo(size=64)
+
+
 def canonical(obj: Any) -> Any:
     """The object first seen with ``obj``'s :func:`value_key` (``obj`` itself
     the first time, or when it has no key)."""
+    if obj is None:
+        return obj
+    known = _BY_ID.get(id(obj))
+    if known is not None and known[0] is obj:
+        return known[1]
     key = value_key(obj)
-    if key is None:
-        return obj
-    first = _SEEN.get(key)
-    if first is None:
+    first = None if key is None else _SEEN.get(key)
+    # Checked again: a list or dict it closes over may have changed since.
+    if first is None or value_key(first) != key:
+        first = obj
         _SEEN.put(key, obj)
-        return obj
+    _BY_ID.put(id(obj), (obj, first))
     return first
 
 

@@ -140,6 +140,15 @@ def test_canonical_returns_the_first_object_with_the_same_key():
     assert canonical(other) is other
 
 
+def test_a_first_object_changed_since_is_not_handed_out():
+    table = [0.1]
+    first = functools.partial(jc.sgd, table)
+    assert canonical(first) is first
+    table[0] = 0.2  # first now closes over other values
+    again = functools.partial(jc.sgd, [0.1])
+    assert canonical(again) is again
+
+
 @pytest.mark.parametrize("module", [jc, optax], ids=["jc", "optax"])
 def test_fit_with_an_equal_optimizer_built_again_compiles_nothing(module):
     run = functools.partial(jc.fit, jc.regularized(mse, l2=0.01), PARAMS, data=DATA, steps=20,
