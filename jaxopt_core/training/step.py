@@ -18,6 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from jaxopt_core.core.base import apply_updates
+from jaxopt_core.training.canonical import canonical
+from jaxopt_core.training.memo import Memo, hashable_or_none
+
+# (loss_fn, optimizer, donate) -> the jitted step, so that a step made again
+# from equal objects (a re-run cell) reuses the compiled program.
+_JITTED = Memo(size=64)
 
 
 def make_train_step(
@@ -35,6 +41,10 @@ def make_train_step(
         loss_fn: ``loss_fn(params, batch) -> scalar``.
         optimizer: a :class:`~jaxopt_core.Optimizer` (or optax transformation).
         donate: donate the params and opt_state buffers (default True).
+
+    A step made again from the same ``loss_fn`` and ``optimizer`` (or ones
+    built again from equal values by jaxopt_core's or optax's code, see
+    :mod:`jaxopt_core.training.canonical`) shares the compiled program.
 
     Returns:
         ``step(params, opt_state, batch) -> (params, opt_state, loss)``, where
@@ -60,11 +70,16 @@ def make_train_step(
     """
     check_callable("loss_fn", loss_fn)
     check_optimizer("optimizer", optimizer)
+    loss_fn, optimizer = canonical(loss_fn), canonical(optimizer)
+    key = hashable_or_none((loss_fn, optimizer, bool(donate)))
+    jitted = _JITTED.get(key)
+    if jitted is None:
+        def step(params, opt_state, batch):
+            return apply_step(loss_fn, optimizer, params, opt_state, batch)
 
-    def step(params, opt_state, batch):
-        return apply_step(loss_fn, optimizer, params, opt_state, batch)
-
-    jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+        jitted = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+        _JITTED.put(key, jitted)
+    # Each step keeps its own record of the last outputs (DonatingStep).
     return DonatingStep(jitted) if donate else jitted
 
 

@@ -185,3 +185,24 @@ def test_sweep_with_an_equal_partial_built_again_compiles_nothing():
         other = run(0.5)
     assert seen
     assert not np.array_equal(np.asarray(other.params["w"]), np.asarray(first.params["w"]))
+
+
+@pytest.mark.parametrize("donate", [True, False])
+def test_make_train_step_made_again_from_equal_objects_compiles_nothing(donate):
+    def run(opt):
+        step = jc.make_train_step(jc.regularized(mse, l1=0.01), opt, donate=donate)
+        params = jax.tree.map(jnp.copy, PARAMS)
+        state = opt.init(params)
+        for _ in range(3):
+            params, state, loss = step(params, state, DATA)
+        return jax.block_until_ready((params, state, loss))
+
+    first = run(optax.adam(0.1))
+    with count_compiles() as seen:
+        again = run(optax.adam(0.1))
+    assert seen == []
+    chex.assert_trees_all_equal(again, first)
+    with count_compiles() as seen:
+        other = run(optax.adam(0.2))
+    assert seen
+    assert not np.array_equal(np.asarray(other[0]["w"]), np.asarray(first[0]["w"]))
