@@ -39,6 +39,31 @@ def test_optimizer_table_built_twice_has_one_key_and_another_rate_another(name, 
         assert value_key(_build(module, name, kwargs, 0.02)) != value_key(a), (module, name)
 
 
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    return value + 1 if isinstance(value, int) else value / 2
+
+
+@pytest.mark.parametrize("name, kwargs", [row for row in OPTIMIZER_TABLE if row[1]],
+                         ids=[f"{n}-{i}" for i, (n, kw) in enumerate(OPTIMIZER_TABLE) if kw])
+def test_every_changed_argument_changes_the_key(name, kwargs):
+    tried = 0
+    for module in (jc, optax):
+        if not hasattr(module, name):
+            continue
+        base = value_key(_build(module, name, kwargs, 0.01))
+        for arg, value in kwargs.items():
+            changed = {**kwargs, arg: _changed(value)}
+            try:
+                other = _build(module, name, changed, 0.01)
+            except ValueError:  # out of the argument's range
+                continue
+            tried += 1
+            assert value_key(other) != base, (module.__name__, name, arg)
+    assert tried >= len(kwargs)
+
+
 @pytest.mark.parametrize("case", TRANSFORM_TABLE, ids=[c[0] for c in TRANSFORM_TABLE])
 def test_transform_table_keys(case):
     ident, build, h = case
