@@ -128,14 +128,19 @@ def _library_folders() -> tuple[str, ...]:
     folders = []
     for name in LIBRARIES:
         module = importlib.import_module(name)
-        folders.append(os.path.dirname(os.path.abspath(module.__file__)) + os.sep)
+        folders.append(os.path.dirname(os.path.realpath(module.__file__)) + os.sep)
     return tuple(folders)
+
+
+@functools.lru_cache(maxsize=1024)
+def _library_file(filename: str) -> bool:
+    return os.path.realpath(filename).startswith(_library_folders())
 
 
 def _from_library(fn: types.FunctionType) -> bool:
     # The code's file, not ``__module__``: functools.wraps copies the wrapped
     # (user's) module onto a library wrapper such as jc.regularized's.
-    return os.path.abspath(fn.__code__.co_filename).startswith(_library_folders())
+    return _library_file(fn.__code__.co_filename)
 
 
 def _key(obj: Any, depth: int, path: tuple) -> Any:
