@@ -4,7 +4,7 @@ r"""One compiled program for equal optimizers: value keys for library-built obje
 ``optimizer_fn``) and the loss function, which are Python objects compared
 by identity. ``jc.adam(1e-3)`` written again, in a re-run notebook cell or a
 loop, is a new object with new closures, so every call compiled the whole
-run again (0.6 s for a small model, 35 s for a 1000-leaf tree). Two such
+run again (0.6 s for a small model, 36 s for a 1000-leaf tree). Two such
 objects compute the same thing when they were built by the same library
 code from equal values; :func:`canonical` finds that out and hands back the
 object first seen with that value, so the cache hits.
