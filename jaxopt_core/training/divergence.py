@@ -220,6 +220,47 @@ def freeze_params(ok: jax.Array, new_params: Any, params: Any) -> Any:
     return select(ok, new_params, params)
 
 
+#: The largest copy of the members' params for which a sweep on CPU keeps
+#: the last finite params aside (:func:`frozen_copy_pays`), in bytes.
+FROZEN_COPY_MAX_BYTES = 4 << 20
+
+
+def frozen_copy_pays(platform: str, copy_bytes: int, pbt: bool) -> bool:
+    r"""Whether a sweep keeps its frozen members' params in a copy of their own
+    instead of freezing them in place.
+
+    In place (:func:`freeze_params`), every step ends with
+    :math:`p \leftarrow \mathrm{where}(ok, p', p)`, and the next step's
+    forward pass waits for ``ok``: for the finiteness checks of the new
+    params and state. With a copy, the step keeps :math:`p'` for everyone
+    (a frozen member's later steps are thrown away anyway) and writes a
+    member's params into the copy only at the step it diverges, behind a
+    conditional that is false on every other step; the results take the
+    copy's rows for diverged members at the end. The same numbers bit for
+    bit (tested), at the price of one more copy of the params. Taken on CPU,
+    where the wait kept the two cores apart (Adam sweeps, select / copy,
+    interleaved: linear regression K=256 1.08-1.12, digits MLP K=256 1.03,
+    K=1024 1.09, K=64 1.00), and only while the copy costs at most
+    :data:`FROZEN_COPY_MAX_BYTES` (the MLP at K=1024 would pay 12.6 MB of
+    peak memory, 88.3 -> 100.9 MB). Not with population-based training,
+    whose exploit copies members' params between rows.
+
+    Example:
+        >>> from jaxopt_core.training.divergence import frozen_copy_pays
+        >>> frozen_copy_pays("cpu", 1 << 20, pbt=False), frozen_copy_pays("gpu", 1 << 20, pbt=False)
+        (True, False)
+    """
+    return platform == "cpu" and copy_bytes <= FROZEN_COPY_MAX_BYTES and not pbt
+
+
+def keep_frozen(alive: jax.Array, ok: jax.Array, params: Any, kept: Any) -> Any:
+    """The copy of frozen params after a step: each member that diverges at
+    this step (``alive`` and not ``ok``) gets its ``params`` from before the
+    step; the conditional skips the pass on steps where none diverges."""
+    died = alive & ~ok
+    return jax.lax.cond(jnp.any(died), lambda: select(died, params, kept), lambda: kept)
+
+
 def guarded_step(
     loss_of: Callable, optimizer: Any, p: Any, s: Any, alive: jax.Array, batch: Any,
     *, check: str = "per_leaf",

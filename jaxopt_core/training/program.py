@@ -23,7 +23,13 @@ from jax.sharding import NamedSharding
 from jaxopt_core.regularization.penalties import regularized
 from jaxopt_core.training.batching import Batcher
 from jaxopt_core.training.culprits import naming_errors, naming_optimizer_errors
-from jaxopt_core.training.divergence import first_bad_step, freeze_params, tentative_step
+from jaxopt_core.training.divergence import (
+    first_bad_step,
+    freeze_params,
+    keep_frozen,
+    select,
+    tentative_step,
+)
 from jaxopt_core.training.evaluation import (
     EvalPlan,
     init_state,
@@ -64,6 +70,8 @@ class SweepSpec(NamedTuple):
     plan: EvalPlan | None = None
     search: PBTPlan | None = None
     log_every: int | None = None  # losses as means over windows of this many steps
+    # Diverged members' params kept in a copy, not frozen in place (divergence.frozen_copy_pays).
+    frozen_copy: bool = False
 
 
 def build_member(spec: SweepSpec, hp_m: dict[str, jax.Array]) -> tuple[Any, Callable]:
@@ -128,7 +136,10 @@ class SweepState(NamedTuple):
     epoch's minibatch order (``[n]``, or ``[K, n]`` with a seed axis and
     minibatches); ``ev`` the evaluation state (None without ``eval_fn``);
     ``search`` the population-based training state, whose ``hp`` replaces the
-    grid's (None without ``search=jc.pbt(...)``).
+    grid's (None without ``search=jc.pbt(...)``); ``kept`` the diverged
+    members' last finite params with ``spec.frozen_copy`` (then ``params``
+    runs on for every member; see
+    :func:`~jaxopt_core.training.divergence.frozen_copy_pays`), else None.
     """
 
     params: Any
@@ -138,6 +149,7 @@ class SweepState(NamedTuple):
     perm: jax.Array
     ev: Any
     search: PBTState | None = None
+    kept: Any = None
 
 
 def _per_member_order(spec: SweepSpec) -> bool:
@@ -155,7 +167,8 @@ def _start(spec: SweepSpec, params, data, key, hp) -> SweepState:
     if _per_member_order(spec):
         perm = jnp.broadcast_to(perm, (k, *perm.shape))
     search = None if spec.search is None else init_pbt(spec.search, hp)
-    return SweepState(*members, perm, init_state(spec.plan, p0, (k,)), search)
+    kept = jax.tree.map(jnp.zeros_like, members[0]) if spec.frozen_copy else None
+    return SweepState(*members, perm, init_state(spec.plan, p0, (k,)), search, kept)
 
 
 def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, base,
@@ -182,7 +195,11 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
             batch = batcher.batch(data, perm, t)
         hp_t = hp if st.search is None else st.search.hp  # PBT revises them
         p, s, ok, loss = step(st.params, st.opt_state, st.alive, hp_t, batch)
-        p = freeze_params(ok, p, st.params)
+        kept = st.kept
+        if spec.frozen_copy:
+            kept = keep_frozen(st.alive, ok, st.params, kept)
+        else:
+            p = freeze_params(ok, p, st.params)
         at = first_bad_step(st.alive, ok, t, st.diverged_at)
         ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
         members, search = (p, s, ok, at), st.search
@@ -190,7 +207,7 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
             members, search = after_step(spec.search, search, members, ev, loss, t, pbt_key(key))
         if spec.every:
             tick(token, base + t + 1, spec.every)
-        return SweepState(*members, perm, ev, search), loss
+        return SweepState(*members, perm, ev, search, kept), loss
 
     return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every)
 
@@ -199,6 +216,9 @@ def _finish(spec: SweepSpec, state: SweepState, eval_data) -> tuple:
     """``(params, diverged, diverged_at, evals, best_params, best_step)``, params
     in the tree layout, evals ``{name: [K, n_evals]}``."""
     p, alive = state.params, state.alive
+    if spec.frozen_copy:
+        # Diverged members (a stopped run clears alive, not diverged_at).
+        p = select(state.diverged_at >= 0, state.kept, p)
     ev = record_final(spec.plan, state.ev, _metrics_of(spec, eval_data), alive, p)
     evals = {} if ev is None else {n: v.T for n, v in ev.values.items()}
     best_params, best_step = (None, None) if ev is None else (ev.best_params, ev.best_step)

@@ -83,9 +83,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxopt_core.training.batching import as_key, check_steps, key_bits
 from jaxopt_core.training.canonical import canonical
+from jaxopt_core.training.divergence import frozen_copy_pays
 from jaxopt_core.training.evaluation import check_evaluation
 from jaxopt_core.training.grid import (
     check_grid,
@@ -121,6 +123,7 @@ from jaxopt_core.training.streaming import (
 )
 from jaxopt_core.training.sweep_run import (
     SweepCall,
+    chunk_length,
     member_chunks,
     run_halving_sweep,
     run_sweep,
@@ -340,6 +343,8 @@ def sweep(
     opt_names, penalty = route_grid(hp, optimizer_fn)
     probe = probe_optimizer(optimizer_fn, {n: hp[n] for n in opt_names}, params_like)
     members, replicated = member_shardings(devices)
+    copy_bytes = chunk_length(k, chunk_size, members) * sum(
+        x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(params_like))
     spec = SweepSpec(
         loss_fn=loss_fn, optimizer_fn=optimizer_fn, opt_names=opt_names,
         penalty=penalty, penalty_mask=freeze_mask(penalty_mask),
@@ -350,6 +355,9 @@ def sweep(
         search=search_plan(search, hp, grid, steps, plan.every if plan else 0,
                            (rank_by, rank_mode), chunk_size),
         log_every=log_every,
+        frozen_copy=frozen_copy_pays(members.mesh.devices.flat[0].platform, copy_bytes,
+                                     pbt=search is not None and not isinstance(
+                                         search, SuccessiveHalving)),
     )
     call = SweepCall(
         spec=spec, hp=hp, key=key, data=data, streamed=streamed,

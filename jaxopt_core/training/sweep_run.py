@@ -147,12 +147,18 @@ def run_sweep(call: SweepCall) -> SweepResult:
                            member_steps=call.k * steps)
 
 
+def chunk_length(k: int, chunk_size: Any, members: NamedSharding) -> int:
+    """How many members one run of the program holds: ``chunk_size`` (all
+    ``k`` when None) rounded up to a multiple of the device count."""
+    n_dev = members.mesh.size
+    chunk = k if chunk_size is None else check_chunk_size(chunk_size)
+    return -(-min(chunk, k) // n_dev) * n_dev
+
+
 def member_chunks(hp: dict, k: int, chunk_size: Any, members: NamedSharding) -> list[dict]:
     """The grid cut into equal chunks, each a multiple of the device count
     (the last padded by repeating the last member), placed on the mesh."""
-    n_dev = members.mesh.size
-    chunk = k if chunk_size is None else check_chunk_size(chunk_size)
-    chunk = -(-min(chunk, k) // n_dev) * n_dev
+    chunk = chunk_length(k, chunk_size, members)
     n_chunks = -(-k // chunk)
     pad = n_chunks * chunk - k
     padded = {n: np.concatenate([v, np.repeat(v[-1:], pad)]) for n, v in hp.items()}
