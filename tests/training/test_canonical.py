@@ -174,7 +174,8 @@ def test_a_first_object_changed_since_is_not_handed_out():
     assert canonical(again) is again
 
 
-@pytest.mark.parametrize("module", [jc, optax], ids=["jc", "optax"])
+@pytest.mark.parametrize("module", [jc, pytest.param(optax, marks=pytest.mark.slow)],
+                         ids=["jc", "optax"])
 def test_fit_with_an_equal_optimizer_built_again_compiles_nothing(module):
     run = functools.partial(jc.fit, jc.regularized(mse, l2=0.01), PARAMS, data=DATA, steps=20,
                             batch_size=8)
@@ -212,7 +213,7 @@ def test_sweep_with_an_equal_partial_built_again_compiles_nothing():
     assert not np.array_equal(np.asarray(other.params["w"]), np.asarray(first.params["w"]))
 
 
-@pytest.mark.parametrize("donate", [True, False])
+@pytest.mark.parametrize("donate", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_make_train_step_made_again_from_equal_objects_compiles_nothing(donate):
     def run(opt):
         step = jc.make_train_step(jc.regularized(mse, l1=0.01), opt, donate=donate)

@@ -50,9 +50,16 @@ def _fields(res):
             for name, value in zip(res._fields, res, strict=True)}
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("opt_fn", [jc.sgd, optax.sgd], ids=["jc.sgd", "optax.sgd"])
-def test_copy_equals_freezing_in_place(monkeypatch, case, opt_fn):
+# One representative in the fast tier; every combination in the full suite.
+FAST = ("jc.sgd", "eval_best")
+
+
+@pytest.mark.parametrize("opt_fn, case", [
+    pytest.param(opt_fn, case, id=f"{name}-{case}",
+                 marks=() if (name, case) == FAST else pytest.mark.slow)
+    for name, opt_fn in (("jc.sgd", jc.sgd), ("optax.sgd", optax.sgd)) for case in CASES
+])
+def test_copy_equals_freezing_in_place(monkeypatch, opt_fn, case):
     kw = CASES[case]
     plain = _run(monkeypatch, opt_fn, False, **dict(kw))
     copied = _run(monkeypatch, opt_fn, True, **dict(kw))
