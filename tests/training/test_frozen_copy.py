@@ -92,7 +92,7 @@ def test_a_stopped_run_keeps_the_same_params_either_way(monkeypatch, tmp_path):
 
 
 def test_the_copy_is_taken_on_cpu_for_small_params_only():
-    small, big = 1 << 20, divergence.FROZEN_COPY_MAX_BYTES + 1
+    small, big = divergence.FROZEN_COPY_MAX_BYTES, divergence.FROZEN_COPY_MAX_BYTES + 1
     assert divergence.frozen_copy_pays("cpu", small, pbt=False)
     assert not divergence.frozen_copy_pays("cpu", big, pbt=False)
     assert not divergence.frozen_copy_pays("cpu", small, pbt=True)
