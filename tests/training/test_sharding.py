@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = textwrap.dedent(
     """
     import json
-    import jax, jax.numpy as jnp, numpy as np
+    import jax, jax.numpy as jnp, numpy as np, optax
     import jaxopt_core as jc
 
     assert jax.device_count() == 4, jax.devices()
@@ -56,11 +56,11 @@ SCRIPT = textwrap.dedent(
         lrs = np.logspace(-3, -1.5, k)
         lrs[1] = 80.0  # one member diverges
         grid = {"learning_rate": lrs, "momentum": np.linspace(0.0, 0.5, k)}
-        def run(**kw):
+        def run(optimizer_fn=jc.sgd, **kw):
             # Validation every 10 steps, and the params of each member's best one.
-            return jc.sweep(mse, params, jc.sgd, (X, Y), grid=grid, steps=40, batch_size=8,
-                            eval_fn=mse, eval_data=(X[:8], Y[:8]), eval_every=10,
-                            keep_best=True, **kw)
+            return jc.sweep(mse, params, optimizer_fn, (X, Y), grid=grid, steps=40,
+                            batch_size=8, eval_fn=mse, eval_data=(X[:8], Y[:8]),
+                            eval_every=10, keep_best=True, **kw)
         one = run(devices=jax.devices()[:1])
         runs = {"four": run(), "two": run(devices=jax.devices()[2:]), "chunked": run(chunk_size=3)}
         entry = {"diverged": one.diverged.tolist()}
@@ -85,6 +85,36 @@ SCRIPT = textwrap.dedent(
                                                r.best_params_per_member["w"], rtol=1e-5))
                 and np.asarray(one.best_step).tolist() == np.asarray(r.best_step).tolist()
                 and np.asarray(one.diverged_at).tolist() == np.asarray(r.diverged_at).tolist(),
+            }
+        # The copy of diverged members' params (the CPU fast path for small
+        # params, taken above) against freezing them in place, on four
+        # devices, with jc's and optax's SGD: the same numbers bit for bit.
+        from jaxopt_core.training import sweep as sweep_module
+        decide = sweep_module.frozen_copy_pays
+        for name, opt_fn in (("jc", jc.sgd), ("optax", optax.sgd)):
+            taken = []
+
+            def recording(*a, **kw):
+                taken.append(decide(*a, **kw))
+                return taken[-1]
+
+            sweep_module.frozen_copy_pays = recording
+            try:
+                copied = run(optimizer_fn=opt_fn)
+                sweep_module.frozen_copy_pays = lambda *a, **kw: False
+                plain = run(optimizer_fn=opt_fn)
+            finally:
+                sweep_module.frozen_copy_pays = decide
+            entry["copy_vs_plain_" + name] = {
+                "copy_taken": taken == [True],
+                "diverged": copied.diverged.tolist(),
+                "equal": all(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+                             for a, b in zip(jax.tree.leaves((copied.params, copied.losses,
+                                                              copied.diverged_at, copied.evals,
+                                                              copied.best_params_per_member)),
+                                             jax.tree.leaves((plain.params, plain.losses,
+                                                              plain.diverged_at, plain.evals,
+                                                              plain.best_params_per_member)))),
             }
         report[k] = entry
     # Placements remembered across calls are re-wraps on one device, never
@@ -118,6 +148,14 @@ def test_sharded_sweep_equals_one_device(report, k, run):
     assert r["diverged"] == entry["diverged"] and entry["diverged"][1]
     assert r["best"] and r["host_data"]
     assert r["evals_equal"] and r["evals_shape"] == [int(k), 4] and r["kept_equal"]
+
+
+@pytest.mark.parametrize("k", ["8", "6"])
+@pytest.mark.parametrize("library", ["jc", "optax"])
+def test_sharded_frozen_copy_equals_freezing_in_place(report, k, library):
+    r = report[k]["copy_vs_plain_" + library]
+    assert r["copy_taken"] and r["diverged"][1]
+    assert r["equal"]
 
 
 def test_only_copy_free_placements_are_remembered(report):
