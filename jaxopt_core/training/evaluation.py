@@ -12,12 +12,14 @@ evaluations are taken at the step counts
     \qquad (e = \texttt{eval\_every},\ T = \texttt{steps}),
 
 or at :math:`T` only when ``eval_every`` is None. The evaluations before the
-last step run behind a ``lax.cond`` on the step count inside the ``lax.scan``
-(the predicate is shared by all members, so under ``jax.vmap`` it stays a
-real branch and the other steps pay one integer compare); the last one runs
-after the scan. Their values are written into a ``[n_evals]`` buffer carried
-in the scan: no host round trip, one compile, and new ``eval_data`` values of
-the same shapes reuse the program.
+last step run behind a ``lax.cond`` on the step count (the predicate is
+shared by all members, so under ``jax.vmap`` it stays a real branch); the
+last one runs after the scan. A whole run from step 0 scans over blocks of
+:math:`\gcd(e, T)` steps and asks once per block (:func:`eval_block`); a
+segment of a run, whose first step is data, asks after every step. Their
+values are written into a ``[n_evals]`` buffer carried in the scan: no host
+round trip, one compile, and new ``eval_data`` values of the same shapes
+reuse the program.
 
 A run that has diverged (see :mod:`jaxopt_core.training.divergence`) records
 NaN for its later evaluations. When one metric is *tracked* (``keep_best`` in
@@ -27,6 +29,7 @@ evaluation so far and the step count it was taken at.
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -228,6 +231,45 @@ def maybe_record(plan: EvalPlan | None, state: Any, t: jax.Array, metrics_of: Ca
     if plan is None or not plan.every or plan.every >= plan.steps:
         return state
     done = t + 1
+    take = (done % plan.every == 0) & (done < plan.steps)
+
+    def now(st):
+        return record(plan, st, done // plan.every - 1, done, metrics_of, alive, params)
+
+    return jax.lax.cond(take, now, lambda st: st, state)
+
+
+def eval_block(plan: EvalPlan | None, steps: int) -> int | None:
+    r"""The block length :math:`g = \gcd(e, T)` of a run of ``steps`` steps
+    from step 0 that takes its evaluations between blocks of steps instead of
+    behind a conditional at every step (see :func:`record_after_block`), or
+    None when that does not pay (no evaluation before the last step, or
+    :math:`g = 1`).
+
+    Every evaluation step count :math:`e, 2e, \ldots < T` is a multiple of
+    :math:`g` and so ends a block; the scan over :math:`T / g` blocks of
+    :math:`g` steps asks "evaluate now?" :math:`T / g` times instead of
+    :math:`T`. The steps themselves are the same computation, so the results
+    are the same bit for bit (tests/training/test_eval_blocks.py).
+
+    Example:
+        >>> from jaxopt_core.training.evaluation import EvalPlan, eval_block
+        >>> plan = EvalPlan(None, 20, 200, ("eval",), ("float32",), True)
+        >>> eval_block(plan, 200), eval_block(plan._replace(every=7), 200)
+        (20, None)
+    """
+    if plan is None or not plan.every or plan.every >= plan.steps or steps != plan.steps:
+        return None
+    g = math.gcd(plan.every, steps)
+    return g if g > 1 else None
+
+
+def record_after_block(plan: EvalPlan, state: Any, j: jax.Array, block: int,
+                       metrics_of: Callable, alive: jax.Array, params: Any) -> Any:
+    """After block ``j`` of ``block`` steps (``done = (j + 1) * block``): what
+    :func:`maybe_record` does after step ``done - 1``, behind one conditional
+    per block."""
+    done = (j + 1) * block
     take = (done % plan.every == 0) & (done < plan.steps)
 
     def now(st):

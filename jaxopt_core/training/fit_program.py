@@ -22,7 +22,14 @@ import numpy as np
 from jaxopt_core.training.batching import Batcher
 from jaxopt_core.training.culprits import naming_errors, naming_optimizer_errors
 from jaxopt_core.training.divergence import first_bad_step, guarded_step
-from jaxopt_core.training.evaluation import init_state, maybe_record, measure, record_final
+from jaxopt_core.training.evaluation import (
+    eval_block,
+    init_state,
+    maybe_record,
+    measure,
+    record_after_block,
+    record_final,
+)
 from jaxopt_core.training.layout import layout_loss, ravel, unravel_tree
 from jaxopt_core.training.progress import tick
 from jaxopt_core.training.segments import run_segments
@@ -68,9 +75,13 @@ def _metrics(spec: FitSpec, eval_data) -> Callable:
     return lambda p: measure(spec.plan, p.unravel() if spec.flat else p, eval_data)
 
 
-def _run(spec: FitSpec, state: FitState, data, key, ts, batches, token, eval_data):
+def _run(spec: FitSpec, state: FitState, data, key, ts, batches, token, eval_data,
+         whole: bool = False):
     """Steps ``ts`` (global step indices): ``(state, losses [len(ts)])``;
-    ``batches`` None to draw from ``data``, else stacked ``[len(ts), ...]``."""
+    ``batches`` None to draw from ``data``, else stacked ``[len(ts), ...]``;
+    ``whole``: ``ts`` is the whole run from step 0, so the evaluations can sit
+    between blocks of steps (:func:`eval_block`)."""
+    block = eval_block(spec.plan, len(ts)) if whole else None
     optimizer = naming_optimizer_errors("optimizer", spec.optimizer)
     loss_of = layout_loss(naming_errors("loss_fn", spec.loss_fn), spec.flat)
     batcher = Batcher(data, spec.batch_size)
@@ -87,12 +98,17 @@ def _run(spec: FitSpec, state: FitState, data, key, ts, batches, token, eval_dat
         p, s, ok, loss = guarded_step(loss_of, optimizer, st.params, st.opt_state, st.alive,
                                       batch, check="grouped" if spec.flat else "per_leaf")
         at = first_bad_step(st.alive, ok, t, st.diverged_at)
-        ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
+        ev = st.ev if block else maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
         if spec.every:
             tick(token, t + 1, spec.every)
         return FitState(p, s, ok, at, perm, ev), loss
 
-    return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every)
+    def between(st: FitState, j):
+        return st._replace(ev=record_after_block(spec.plan, st.ev, j, block, metrics_of,
+                                                 st.alive, st.params))
+
+    return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every,
+                        block, between)
 
 
 def _finish(spec: FitSpec, state: FitState, eval_data) -> tuple:
@@ -108,7 +124,7 @@ def _finish(spec: FitSpec, state: FitState, eval_data) -> tuple:
 def fit_program(params, data, key, token, eval_data, *, spec: FitSpec):
     state = _start(spec, params, data)
     ts = jnp.arange(spec.steps, dtype=jnp.int32)
-    state, losses = _run(spec, state, data, key, ts, None, token, eval_data)
+    state, losses = _run(spec, state, data, key, ts, None, token, eval_data, whole=True)
     p, s, diverged, at, evals = _finish(spec, state, eval_data)
     return p, s, losses, diverged, at, evals
 

@@ -32,9 +32,11 @@ from jaxopt_core.training.divergence import (
 )
 from jaxopt_core.training.evaluation import (
     EvalPlan,
+    eval_block,
     init_state,
     maybe_record,
     measure,
+    record_after_block,
     record_final,
 )
 from jaxopt_core.training.grid import FrozenMask, seed_keys
@@ -172,11 +174,14 @@ def _start(spec: SweepSpec, params, data, key, hp) -> SweepState:
 
 
 def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, base,
-         eval_data) -> tuple[SweepState, jax.Array]:
+         eval_data, whole: bool = False) -> tuple[SweepState, jax.Array]:
     """Steps ``ts`` (global step indices) of every member; losses ``[len(ts), K]``
     (``[ceil(len(ts) / log_every), K]`` window means with ``spec.log_every``).
     ``batches``: None to draw from ``data``, else stacked batches ``[len(ts), ...]``
-    shared by all members."""
+    shared by all members. ``whole``: ``ts`` is the whole run from step 0, so
+    the evaluations can sit between blocks of steps (:func:`eval_block`; not
+    with PBT, whose exploit reads the evaluation taken in the same step)."""
+    block = eval_block(spec.plan, len(ts)) if whole and spec.search is None else None
     batcher = Batcher(data, spec.batch_size)
     _, data_keys = _member_keys(spec, key, hp)
     metrics_of = _metrics_of(spec, eval_data)
@@ -201,7 +206,7 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
         else:
             p = freeze_params(ok, p, st.params)
         at = first_bad_step(st.alive, ok, t, st.diverged_at)
-        ev = maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
+        ev = st.ev if block else maybe_record(spec.plan, st.ev, t, metrics_of, ok, p)
         members, search = (p, s, ok, at), st.search
         if search is not None:
             members, search = after_step(spec.search, search, members, ev, loss, t, pbt_key(key))
@@ -209,7 +214,12 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
             tick(token, base + t + 1, spec.every)
         return SweepState(*members, perm, ev, search, kept), loss
 
-    return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every)
+    def between(st: SweepState, j):
+        return st._replace(ev=record_after_block(spec.plan, st.ev, j, block, metrics_of,
+                                                 st.alive, st.params))
+
+    return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every,
+                        block, between)
 
 
 def _finish(spec: SweepSpec, state: SweepState, eval_data) -> tuple:
@@ -241,7 +251,8 @@ def sweep_program(params, data, key_data, hp, token, base, eval_data, *, spec: S
     key = _key(spec, key_data)
     state = _start(spec, params, data, key, hp)
     ts = jnp.arange(spec.steps, dtype=jnp.int32)
-    state, losses = _run(spec, state, data, key, hp, ts, None, token, base, eval_data)
+    state, losses = _run(spec, state, data, key, hp, ts, None, token, base, eval_data,
+                         whole=True)
     p, diverged, at, evals, best_params, best_step = _finish(spec, state, eval_data)
     losses = jax.lax.with_sharding_constraint(losses.T, spec.sharding)
     return p, losses, diverged, at, evals, best_params, best_step, pbt_outputs(state.search)

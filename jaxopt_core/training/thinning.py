@@ -93,13 +93,45 @@ def window_sizes(n: int, log_every: int) -> np.ndarray:
     return np.minimum(starts + log_every, n) - starts
 
 
-def thinned_scan(body: Callable, state: Any, xs: Any, log_every: int | None) -> tuple:
+def blocked_scan(body: Callable, state: Any, xs: Any, block: int | None = None,
+                 between: Callable | None = None) -> tuple:
+    """``lax.scan(body, state, xs)``, with ``state = between(state, j)`` after
+    every block ``j`` of ``block`` steps (``block`` divides the length): a
+    scan over blocks of a scan over steps, the per-step outputs stacked as
+    one scan stacks them. ``block=None``: the plain scan.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> body = lambda c, x: (c + x, c)
+        >>> c, ys = blocked_scan(body, 0, jnp.arange(6), 3, lambda c, j: c * 10)
+        >>> int(c), ys.tolist()
+        (420, [0, 0, 1, 30, 33, 37])
+    """
+    if block is None:
+        return jax.lax.scan(body, state, xs)
+    n = jax.tree.leaves(xs)[0].shape[0]
+    if n % block:
+        raise ValueError(f"block={block} must divide the scan's length {n}")
+    blocks = jax.tree.map(lambda x: x.reshape(n // block, block, *x.shape[1:]), xs)
+
+    def outer(st, inp):
+        x, j = inp
+        st, ys = jax.lax.scan(body, st, x)
+        return between(st, j), ys
+
+    state, ys = jax.lax.scan(outer, state, (blocks, jnp.arange(n // block, dtype=jnp.int32)))
+    return state, jax.tree.map(lambda y: y.reshape(n, *y.shape[2:]), ys)
+
+
+def thinned_scan(body: Callable, state: Any, xs: Any, log_every: int | None,
+                 block: int | None = None, between: Callable | None = None) -> tuple:
     """``lax.scan(body, state, xs)`` whose per-step output (the loss, any
     shape) is recorded as window means of ``log_every`` steps:
     ``(state, means [ceil(n / L), ...])``. ``log_every=None`` is the plain
-    scan (the per-step record, unchanged)."""
+    scan (the per-step record, unchanged). ``block``, ``between``: see
+    :func:`blocked_scan`."""
     if log_every is None:
-        return jax.lax.scan(body, state, xs)
+        return blocked_scan(body, state, xs, block, between)
     n = jax.tree.leaves(xs)[0].shape[0]
     first = jax.tree.map(lambda x: x[0], xs)
     out = jax.eval_shape(body, state, first)[1]
@@ -113,6 +145,10 @@ def thinned_scan(body: Callable, state: Any, xs: Any, log_every: int | None) -> 
         row = jax.lax.dynamic_index_in_dim(sums, j, keepdims=False) + loss
         return (st, jax.lax.dynamic_update_index_in_dim(sums, row, j, 0), i + 1), None
 
-    (state, sums, _), _ = jax.lax.scan(step, (state, zeros, jnp.int32(0)), xs)
+    def between_windows(carry, j):
+        return (between(carry[0], j), *carry[1:])
+
+    (state, sums, _), _ = blocked_scan(step, (state, zeros, jnp.int32(0)), xs, block,
+                                       between_windows)
     counts = jnp.asarray(sizes, out.dtype).reshape((-1,) + (1,) * len(out.shape))
     return state, sums / counts
