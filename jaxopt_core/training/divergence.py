@@ -222,7 +222,7 @@ def freeze_params(ok: jax.Array, new_params: Any, params: Any) -> Any:
 
 #: The largest copy of the members' params for which a sweep on CPU keeps
 #: the last finite params aside (:func:`frozen_copy_pays`), in bytes.
-FROZEN_COPY_MAX_BYTES = 256 << 10
+FROZEN_COPY_MAX_BYTES = 32 << 10
 
 
 def frozen_copy_pays(platform: str, copy_bytes: int, pbt: bool) -> bool:
@@ -241,15 +241,17 @@ def frozen_copy_pays(platform: str, copy_bytes: int, pbt: bool) -> bool:
     where the wait kept the two cores apart (Adam sweeps, select / copy,
     interleaved: linear regression K=256 1.08-1.12, digits MLP K=256 1.03,
     K=1024 1.09, K=64 1.00), and only while the copy costs at most
-    :data:`FROZEN_COPY_MAX_BYTES` (256 KiB): XLA's peak memory grows by
+    :data:`FROZEN_COPY_MAX_BYTES` (32 KiB): XLA's peak memory grows by
     about the copy, and more for larger ones (MLP: K=64 6.0 -> 6.8 MB,
     K=256 22.4 -> 25.6 MB, K=1024 88.3 -> 100.9 MB), where the gain was
-    small or the memory target binds. Not with population-based training,
-    whose exploit copies members' params between rows.
+    small or the memory target binds. On the linear problem the gain is
+    gone beyond 32 KiB: select / copy 1.10 at K=256 (17 kB), 1.02 at
+    K=512 (35 kB), 0.98 at K=1024 (70 kB). Not with population-based
+    training, whose exploit copies members' params between rows.
 
     Example:
         >>> from jaxopt_core.training.divergence import frozen_copy_pays
-        >>> frozen_copy_pays("cpu", 1 << 16, pbt=False), frozen_copy_pays("gpu", 1 << 16, pbt=False)
+        >>> frozen_copy_pays("cpu", 1 << 14, pbt=False), frozen_copy_pays("gpu", 1 << 14, pbt=False)
         (True, False)
     """
     return platform == "cpu" and copy_bytes <= FROZEN_COPY_MAX_BYTES and not pbt
