@@ -239,6 +239,65 @@ def maybe_record(plan: EvalPlan | None, state: Any, t: jax.Array, metrics_of: Ca
     return jax.lax.cond(take, now, lambda st: st, state)
 
 
+def check_eval_chunk_size(eval_chunk_size: Any, plan: EvalPlan | None,
+                          n_devices: int) -> int | None:
+    """``eval_chunk_size`` of :func:`~jaxopt_core.sweep` as an int >= 1 (None
+    stays None), or an error naming it: it needs an ``eval_fn`` and the
+    members on one device (a loop over blocks of a sharded member axis would
+    gather the members onto one device at every block).
+
+    Example:
+        >>> from jaxopt_core.training.evaluation import EvalPlan, check_eval_chunk_size
+        >>> plan = EvalPlan(None, 10, 100, ("eval",), ("float32",), True)
+        >>> check_eval_chunk_size(64, plan, 1), check_eval_chunk_size(None, None, 4)
+        (64, None)
+    """
+    if eval_chunk_size is None:
+        return None
+    is_int = (isinstance(eval_chunk_size, (int, np.integer))
+              and not isinstance(eval_chunk_size, bool))
+    if not is_int or eval_chunk_size < 1:
+        raise ValueError("eval_chunk_size must be None or an int >= 1; got "
+                         f"eval_chunk_size={eval_chunk_size!r}")
+    if plan is None:
+        raise ValueError(f"eval_chunk_size={eval_chunk_size} needs an eval_fn; got eval_fn=None")
+    if n_devices > 1:
+        raise ValueError(f"eval_chunk_size={eval_chunk_size} needs the members on one device; "
+                         f"they are sharded over {n_devices} (pass devices=[one device], or "
+                         "drop eval_chunk_size)")
+    return int(eval_chunk_size)
+
+
+def measure_members(plan: EvalPlan, one: Callable, params: Any, chunk: int | None) -> Any:
+    r"""``one`` (a member's params -> ``{name: scalar}``) on every member of the
+    stacked ``params``: ``jax.vmap`` over all K members, or, with ``chunk``
+    (``eval_chunk_size``) below K, a ``lax.map`` over blocks of ``chunk``
+    members, each block vmapped (the last, shorter one too).
+
+    Why blocks: vmapped over K members sharing ``eval_data``, a model's first
+    layer is one matrix product whose output holds K members' activations
+    on the whole evaluation set (digits MLP at K=1024: 1797 x 32768 floats,
+    235 MB), written to memory and read back; blocks of 64 keep them in
+    cache. Not the default: XLA:CPU's matrix kernel, and so the order in
+    which each entry's sum is added up, depends on the number of members in
+    the product, so blocked evaluations differ from vmapped ones in the last
+    bits (about 1 ulp: 3,251 of 10,240 values at K=1024, at most 3.1e-7
+    relative), as ``chunk_size`` does for training.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxopt_core.training.evaluation import EvalPlan, measure_members
+        >>> plan = EvalPlan(None, 0, 1, ("eval",), ("float32",), True)
+        >>> one = lambda w: {"eval": jnp.sum(w ** 2)}
+        >>> measure_members(plan, one, jnp.arange(10.0).reshape(5, 2), 2)["eval"].tolist()
+        [1.0, 13.0, 41.0, 85.0, 145.0]
+    """
+    k = jax.tree.leaves(params)[0].shape[0]
+    if chunk is None or chunk >= k:
+        return jax.vmap(one)(params)
+    return jax.lax.map(one, params, batch_size=chunk)
+
+
 def eval_block(plan: EvalPlan | None, steps: int) -> int | None:
     r"""The block length :math:`g = \gcd(e, T)` of a run of ``steps`` steps
     from step 0 that takes its evaluations between blocks of steps instead of

@@ -36,6 +36,7 @@ from jaxopt_core.training.evaluation import (
     init_state,
     maybe_record,
     measure,
+    measure_members,
     record_after_block,
     record_final,
 )
@@ -74,6 +75,8 @@ class SweepSpec(NamedTuple):
     log_every: int | None = None  # losses as means over windows of this many steps
     # Diverged members' params kept in a copy, not frozen in place (divergence.frozen_copy_pays).
     frozen_copy: bool = False
+    # Evaluate at most this many members at a time (evaluation.measure_members).
+    eval_chunk: int | None = None
 
 
 def build_member(spec: SweepSpec, hp_m: dict[str, jax.Array]) -> tuple[Any, Callable]:
@@ -123,7 +126,7 @@ def _metrics_of(spec: SweepSpec, eval_data: Any) -> Callable:
     def one(p):
         return measure(spec.plan, p.unravel() if spec.flat else p, eval_data)
 
-    return jax.vmap(one)
+    return lambda params: measure_members(spec.plan, one, params, spec.eval_chunk)
 
 
 def _unravel(spec: SweepSpec, p: Any) -> Any:

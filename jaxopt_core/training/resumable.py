@@ -119,6 +119,11 @@ def checkpoint_cadence(checkpoint_dir: Any, checkpoint_every: Any, segment_steps
     return length, every
 
 
+#: Spec fields left out of a fingerprint while None, so that checkpoints
+#: written before the field existed still resume.
+UNSET_OMITTED = ("eval_chunk",)
+
+
 def run_fingerprint(kind: str, spec: Any, values: dict[str, Any],
                     shapes: dict[str, Any]) -> dict[str, str]:
     """The fingerprint of a run: every field of its static ``spec`` (a
@@ -128,7 +133,8 @@ def run_fingerprint(kind: str, spec: Any, values: dict[str, Any],
     :func:`~jaxopt_core.training.fingerprint.describe`; arrays by value or hash),
     ``shapes`` by structure, dtype and shape only (params, data)."""
     out = {"kind": kind, "devices": f"{jax.device_count()} {jax.default_backend()}"}
-    fields = {n: v for n, v in zip(spec._fields, spec) if n not in ("every", "sharding")}
+    fields = {n: v for n, v in zip(spec._fields, spec) if n not in ("every", "sharding")
+              and not (n in UNSET_OMITTED and v is None)}
     for name, value in {**fields, **values}.items():
         is_array = isinstance(value, (np.ndarray, jax.Array))
         out[name] = describe_array(value) if is_array else describe(value)

@@ -88,7 +88,7 @@ import jax.numpy as jnp
 from jaxopt_core.training.batching import as_key, check_steps, key_bits
 from jaxopt_core.training.canonical import canonical
 from jaxopt_core.training.divergence import frozen_copy_pays
-from jaxopt_core.training.evaluation import check_evaluation
+from jaxopt_core.training.evaluation import check_eval_chunk_size, check_evaluation
 from jaxopt_core.training.grid import (
     check_grid,
     freeze_mask,
@@ -158,6 +158,7 @@ def sweep(
     checkpoint_dir: str | os.PathLike | None = None,
     checkpoint_every: int | None = None,
     log_every: int | None = None,
+    eval_chunk_size: int | None = None,
 ) -> SweepResult:
     r"""Train one member per grid entry, all K in one compiled program.
 
@@ -281,6 +282,17 @@ def sweep(
             :mod:`jaxopt_core.training.thinning`). ``segment_steps`` must be a
             multiple of it; not with ``checkpoint_dir``, an iterable of
             batches or successive halving.
+        eval_chunk_size: None: ``eval_fn`` runs on all members at once
+            (vmapped). An int ``B``: on at most ``B`` members at a time, a
+            loop over blocks inside the compiled program, which bounds the
+            evaluation's memory to ``B`` members' intermediates and, on CPU,
+            keeps them in cache (digits MLP 64-32-10, 1797 evaluation
+            examples, K=1024, ``B=64``: the whole sweep 1.13x faster). The
+            evaluations then differ from the vmapped ones by the rounding of
+            matrix products (about 1 ulp; see
+            :func:`~jaxopt_core.training.evaluation.measure_members`), as
+            with ``chunk_size``; training is unchanged unless it reads them
+            (``search``). Needs ``eval_fn`` and the members on one device.
 
     Returns:
         A :class:`SweepResult`.
@@ -358,6 +370,7 @@ def sweep(
         frozen_copy=frozen_copy_pays(members.mesh.devices.flat[0].platform, copy_bytes,
                                      pbt=search is not None and not isinstance(
                                          search, SuccessiveHalving)),
+        eval_chunk=check_eval_chunk_size(eval_chunk_size, plan, members.mesh.size),
     )
     call = SweepCall(
         spec=spec, hp=hp, key=key, data=data, streamed=streamed,
