@@ -268,7 +268,7 @@ def check_eval_chunk_size(eval_chunk_size: Any, plan: EvalPlan | None,
     return int(eval_chunk_size)
 
 
-def measure_members(plan: EvalPlan, one: Callable, params: Any, chunk: int | None) -> Any:
+def measure_members(one: Callable, params: Any, chunk: int | None) -> Any:
     r"""``one`` (a member's params -> ``{name: scalar}``) on every member of the
     stacked ``params``: ``jax.vmap`` over all K members, or, with ``chunk``
     (``eval_chunk_size``) below K, a ``lax.map`` over blocks of ``chunk``
@@ -286,10 +286,9 @@ def measure_members(plan: EvalPlan, one: Callable, params: Any, chunk: int | Non
 
     Example:
         >>> import jax.numpy as jnp
-        >>> from jaxopt_core.training.evaluation import EvalPlan, measure_members
-        >>> plan = EvalPlan(None, 0, 1, ("eval",), ("float32",), True)
+        >>> from jaxopt_core.training.evaluation import measure_members
         >>> one = lambda w: {"eval": jnp.sum(w ** 2)}
-        >>> measure_members(plan, one, jnp.arange(10.0).reshape(5, 2), 2)["eval"].tolist()
+        >>> measure_members(one, jnp.arange(10.0).reshape(5, 2), 2)["eval"].tolist()
         [1.0, 13.0, 41.0, 85.0, 145.0]
     """
     k = jax.tree.leaves(params)[0].shape[0]
@@ -335,6 +334,18 @@ def record_after_block(plan: EvalPlan, state: Any, j: jax.Array, block: int,
         return record(plan, st, done // plan.every - 1, done, metrics_of, alive, params)
 
     return jax.lax.cond(take, now, lambda st: st, state)
+
+
+def between_blocks(plan: EvalPlan, block: int | None, metrics_of: Callable) -> Callable:
+    """``between(state, j)`` for :func:`~jaxopt_core.training.thinning.blocked_scan`:
+    :func:`record_after_block` on a run state's ``ev`` with its ``alive`` and
+    ``params`` (a fit's or a sweep's state)."""
+
+    def between(state: Any, j: jax.Array) -> Any:
+        return state._replace(ev=record_after_block(plan, state.ev, j, block, metrics_of,
+                                                    state.alive, state.params))
+
+    return between
 
 
 def record_final(plan: EvalPlan | None, state: Any, metrics_of: Callable,

@@ -23,11 +23,11 @@ from jaxopt_core.training.batching import Batcher
 from jaxopt_core.training.culprits import naming_errors, naming_optimizer_errors
 from jaxopt_core.training.divergence import first_bad_step, guarded_step
 from jaxopt_core.training.evaluation import (
+    between_blocks,
     eval_block,
     init_state,
     maybe_record,
     measure,
-    record_after_block,
     record_final,
 )
 from jaxopt_core.training.layout import layout_loss, ravel, unravel_tree
@@ -103,12 +103,8 @@ def _run(spec: FitSpec, state: FitState, data, key, ts, batches, token, eval_dat
             tick(token, t + 1, spec.every)
         return FitState(p, s, ok, at, perm, ev), loss
 
-    def between(st: FitState, j):
-        return st._replace(ev=record_after_block(spec.plan, st.ev, j, block, metrics_of,
-                                                 st.alive, st.params))
-
     return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every,
-                        block, between)
+                        block, between_blocks(spec.plan, block, metrics_of))
 
 
 def _finish(spec: FitSpec, state: FitState, eval_data) -> tuple:

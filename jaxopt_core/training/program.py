@@ -32,12 +32,12 @@ from jaxopt_core.training.divergence import (
 )
 from jaxopt_core.training.evaluation import (
     EvalPlan,
+    between_blocks,
     eval_block,
     init_state,
     maybe_record,
     measure,
     measure_members,
-    record_after_block,
     record_final,
 )
 from jaxopt_core.training.grid import FrozenMask, seed_keys
@@ -126,7 +126,7 @@ def _metrics_of(spec: SweepSpec, eval_data: Any) -> Callable:
     def one(p):
         return measure(spec.plan, p.unravel() if spec.flat else p, eval_data)
 
-    return lambda params: measure_members(spec.plan, one, params, spec.eval_chunk)
+    return lambda params: measure_members(one, params, spec.eval_chunk)
 
 
 def _unravel(spec: SweepSpec, p: Any) -> Any:
@@ -217,12 +217,8 @@ def _run(spec: SweepSpec, state: SweepState, data, key, hp, ts, batches, token, 
             tick(token, base + t + 1, spec.every)
         return SweepState(*members, perm, ev, search, kept), loss
 
-    def between(st: SweepState, j):
-        return st._replace(ev=record_after_block(spec.plan, st.ev, j, block, metrics_of,
-                                                 st.alive, st.params))
-
     return thinned_scan(body, state, ts if batches is None else (ts, batches), spec.log_every,
-                        block, between)
+                        block, between_blocks(spec.plan, block, metrics_of))
 
 
 def _finish(spec: SweepSpec, state: SweepState, eval_data) -> tuple:
