@@ -37,7 +37,10 @@ def _fields(res):
             for name, value in zip(res._fields, res, strict=True)}
 
 
-@pytest.mark.parametrize("opt_fn", [jc.adam, optax.sgd], ids=["jc.adam", "optax.sgd"])
+@pytest.mark.parametrize("opt_fn", [
+    pytest.param(jc.adam, id="jc.adam"),
+    pytest.param(optax.sgd, id="optax.sgd", marks=pytest.mark.slow),  # the full suite's
+])
 def test_blocks_equal_vmap_bit_for_bit_without_matrix_products(opt_fn):
     plain = _sweep(mse_without_products, opt_fn, keep_best=True)
     for size in (1, 3, 7, 100):
