@@ -287,7 +287,7 @@ def sweep(
             loop over blocks inside the compiled program, which bounds the
             evaluation's memory to ``B`` members' intermediates and, on CPU,
             keeps them in cache (digits MLP 64-32-10, 1797 evaluation
-            examples, K=1024, ``B=64``: the whole sweep 1.13x faster). The
+            examples, K=1024, ``B=64``: the whole sweep 1.14x faster). The
             evaluations then differ from the vmapped ones by the rounding of
             matrix products (about 1 ulp; see
             :func:`~jaxopt_core.training.evaluation.measure_members`), as
