@@ -196,7 +196,8 @@ def _add_training_options(p: argparse.ArgumentParser, lr_default: str,
 
 
 def _add_sweep_options(sweep: argparse.ArgumentParser) -> None:
-    """The options only ``sweep`` has: devices, table size, sampling and search."""
+    """The options only ``sweep`` has: devices, table size, sampling, search and
+    evaluation blocks."""
     sweep.add_argument("--devices", type=_positive_int, default=None,
                        help="number of devices to shard the members over (default: all)")
     sweep.add_argument("--top", type=_non_negative_int, default=10,
@@ -214,6 +215,12 @@ def _add_sweep_options(sweep: argparse.ArgumentParser) -> None:
                        help="successive halving's reduction factor, an int >= 2")
     sweep.add_argument("--pbt-every", type=_positive_int, default=None, metavar="N",
                        help="steps between PBT rounds (default: a tenth of --steps)")
+    sweep.add_argument("--eval-chunk-size", type=_positive_int, default=None, metavar="N",
+                       help="validate at most N members at a time: far less memory for "
+                       "thousands of members, and often faster; needs the members on one "
+                       "device (--devices 1 where there are several). Training is the same "
+                       "bit for bit; validation metrics may differ in the last bit "
+                       "(default: all members at once)")
 
 
 def _add_show_options(show: argparse.ArgumentParser) -> None:

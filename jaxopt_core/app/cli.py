@@ -103,6 +103,7 @@ class _Run(NamedTuple):
     eta: int = 3
     pbt_every: int | None = None
     sample: int | None = None
+    eval_chunk_size: int | None = None  # sweep --eval-chunk-size
     checkpoint_every: int | None = None  # None: no checkpoints (jaxopt_core.app.resuming)
 
     def title(self) -> str:
@@ -159,7 +160,8 @@ def _prepare(args: argparse.Namespace, parser: argparse.ArgumentParser) -> _Run:
 
 
 def _searching(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    """``--search``, ``--eta``, ``--pbt-every`` and ``--sample`` of a sweep, checked."""
+    """``--search``, ``--eta``, ``--pbt-every``, ``--sample`` and ``--eval-chunk-size``
+    of a sweep, checked."""
     from jaxopt_core.app.search_options import sample_error, search_error
 
     if args.command != "sweep":
@@ -169,17 +171,27 @@ def _searching(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
         args.search, args.steps, args.eta, args.pbt_every, k)
     if error:
         parser.error(error)
+    # A run started before the option existed has no eval_chunk_size in its config.json.
+    chunk = getattr(args, "eval_chunk_size", None)
+    n_devices = args.devices or len(_all_devices())
+    if chunk is not None and n_devices > 1:
+        parser.error(f"argument --eval-chunk-size: {chunk} needs the members on one device; "
+                     f"they would be sharded over {n_devices} (add --devices 1)")
     return {"search": args.search, "eta": args.eta, "pbt_every": args.pbt_every,
-            "sample": args.sample}
+            "sample": args.sample, "eval_chunk_size": chunk}
+
+
+def _all_devices() -> list:
+    import jax
+
+    return jax.devices()
 
 
 def _devices(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list | None:
     """The devices of ``--devices`` (None: all)."""
     if getattr(args, "devices", None) is None:
         return None
-    import jax
-
-    available = jax.devices()
+    available = _all_devices()
     if args.devices > len(available):
         parser.error(
             f"argument --devices: {args.devices} requested but only {len(available)} "
@@ -319,7 +331,8 @@ def _run_sweep(run: _Run) -> int:
             eval_data=(run.dataset.train, run.dataset.val), rank_by=_metric_key(run.model),
             rank_mode="max", eval_every=eval_every(run.search, run.steps, run.pbt_every),
             search=search_of(run.search, run.steps, run.eta, run.pbt_every,
-                             run.learning_rates), **_checkpoints(run),
+                             run.learning_rates), eval_chunk_size=run.eval_chunk_size,
+            **_checkpoints(run),
         )
     if stopped:
         return stopped[0]

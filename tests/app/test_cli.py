@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import jaxopt_core as jc
@@ -160,6 +161,9 @@ ERRORS = [
     (["--search", "halving", "--steps", "5", "--lr", "1e-3:1:81"], "--search"),
     (["fit", "--search", "pbt"], "--search"),  # sweep-only option
     (["--top", "-1"], "--top"),
+    (["--eval-chunk-size", "0"], "--eval-chunk-size"),
+    (["--eval-chunk-size", "many"], "--eval-chunk-size"),
+    (["fit", "--eval-chunk-size", "4"], "--eval-chunk-size"),  # sweep-only option
     (["show"], "folder"),
     (["show", "{a_file}"], "folder"),
 ]
@@ -189,7 +193,8 @@ def test_help_documents_every_option_with_default(command, capsys):
     options = ["--dataset", "--model", "--optimizer", "--lr", "--l1", "--l2", "--steps",
                "--batch-size", "--seed", "--out", "--no-progress"]
     if command == "sweep":
-        options += ["--devices", "--top", "--sample", "--search", "--eta", "--pbt-every"]
+        options += ["--devices", "--top", "--sample", "--search", "--eta", "--pbt-every",
+                    "--eval-chunk-size"]
     for option in options:
         assert option in text
     for default in ("(default: digits)", "(default: auto)", "(default: adam)",
@@ -284,3 +289,66 @@ def test_sweep_samples_members_and_runs_pbt(tmp_path, capsys):
     assert len({r["learning_rate"] for r in rows}) == 6  # random draws, not a 4-value grid
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["search"] == "pbt" and config["options"]["sample"] == 6
+
+
+def test_eval_chunk_size_trains_the_same_and_needs_one_device(tmp_path):
+    # Four devices, as on a multi-GPU host: the option is refused while the
+    # members would be sharded, and with --devices 1 the run trains exactly
+    # as without it (5 members in blocks of 2: the last block is shorter).
+    env = dict(os.environ, MPLBACKEND="Agg", XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    base = [sys.executable, "-m", "jaxopt_core", "sweep", "--dataset", "breast_cancer",
+            "--lr", "1e-3:1:5", "--steps", "20", "--no-progress"]
+
+    def run(*extra):
+        return subprocess.run([*base, *extra], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    refused = run("--eval-chunk-size", "2", "--out", "sharded")
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1 and "--eval-chunk-size" in refused.stderr
+    assert "sharded over 4" in refused.stderr and "--devices 1" in refused.stderr
+    assert not (tmp_path / "sharded").exists()
+
+    for out, extra in (("plain", ()), ("blocks", ("--eval-chunk-size", "2"))):
+        proc = run("--devices", "1", "--out", out, *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((tmp_path / "blocks" / "config.json").read_text(encoding="utf-8"))
+    assert config["options"]["eval_chunk_size"] == 2
+    plain, blocks = (jc.load_result(tmp_path / n / "sweep.npz") for n in ("plain", "blocks"))
+    assert np.array_equal(plain.losses, blocks.losses, equal_nan=True)
+    for name, values in plain.evals.items():
+        np.testing.assert_allclose(blocks.evals[name], values, rtol=1e-6, err_msg=name)
+
+
+def test_a_config_from_before_eval_chunk_size_still_prepares():
+    # --resume rebuilds the options from config.json; one written before the
+    # option existed has no eval_chunk_size.
+    import argparse
+
+    from jaxopt_core.app.cli import _searching
+
+    args = argparse.Namespace(command="sweep", lr=[0.1, 0.2], l1=[0.0], l2=[0.0], sample=None,
+                              search="none", steps=10, eta=3, pbt_every=None, devices=None)
+    assert _searching(args, parser=None)["eval_chunk_size"] is None
+
+
+def test_eval_chunk_size_reaches_the_sweep(tmp_path, monkeypatch):
+    import jaxopt_core.training.sweep as sweep_module
+
+    seen = {}
+
+    class Called(Exception):
+        pass
+
+    def recorder(*args, **kwargs):
+        seen.update(kwargs)
+        raise Called
+
+    monkeypatch.setattr(sweep_module, "sweep", recorder)
+    for chunk in ("3", None):
+        extra = ["--eval-chunk-size", chunk] if chunk else []
+        with pytest.raises(Called):
+            main(["sweep", "--dataset", "breast_cancer", "--lr", "0.1,0.2", "--steps", "5",
+                  "--devices", "1", "--no-progress", "--checkpoint-every", "0",
+                  "--out", str(tmp_path / "run"), *extra])
+        assert seen["eval_chunk_size"] == (3 if chunk else None)
