@@ -173,25 +173,24 @@ def _searching(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dic
         parser.error(error)
     # A run started before the option existed has no eval_chunk_size in its config.json.
     chunk = getattr(args, "eval_chunk_size", None)
-    n_devices = args.devices or len(_all_devices())
-    if chunk is not None and n_devices > 1:
-        parser.error(f"argument --eval-chunk-size: {chunk} needs the members on one device; "
-                     f"they would be sharded over {n_devices} (add --devices 1)")
+    if chunk is not None:
+        import jax
+
+        n_devices = args.devices or len(jax.devices())
+        if n_devices > 1:
+            parser.error(f"argument --eval-chunk-size: {chunk} needs the members on one "
+                         f"device; they would be sharded over {n_devices} (add --devices 1)")
     return {"search": args.search, "eta": args.eta, "pbt_every": args.pbt_every,
             "sample": args.sample, "eval_chunk_size": chunk}
-
-
-def _all_devices() -> list:
-    import jax
-
-    return jax.devices()
 
 
 def _devices(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list | None:
     """The devices of ``--devices`` (None: all)."""
     if getattr(args, "devices", None) is None:
         return None
-    available = _all_devices()
+    import jax
+
+    available = jax.devices()
     if args.devices > len(available):
         parser.error(
             f"argument --devices: {args.devices} requested but only {len(available)} "
