@@ -29,8 +29,8 @@ the run:
   far the model's own gradient gets towards the matmul peak under XLA;
 * ``jc.sweep(..., eval_chunk_size=64)`` (``BLOCKED``): the same call with
   the evaluations run over blocks of 64 members, an option of ``jc.sweep``
-  (evaluations equal to the default's up to the rounding of matrix
-  products; training the same bit for bit);
+  (evaluations equal to the default's up to float32 rounding, about 1 ulp;
+  training the same bit for bit);
 * for the MLP, a dense-batched formulation written by hand: the members'
   params stacked in a layout where the first layer of all K members is one
   ``[d, K * h]`` matrix, so the first layer of every member is one matmul
@@ -264,8 +264,8 @@ def markdown(points: dict[str, list[SpeedPoint]], peak: float) -> list[str]:
              "isolation written by hand) track divergence; `sgd floor` is the hand-written "
              "sweep with plain SGD (the gradient, one scaled add, the same evaluations), the "
              "least such a sweep can do. `jc.sweep eval_chunk_size=64` is `jc.sweep` "
-             "evaluating 64 members at a time (an option; evaluations equal up to the "
-             "rounding of matrix products). GFLOP/s count the matmuls only (see "
+             "evaluating 64 members at a time (an option; evaluations equal up to "
+             "float32 rounding, about 1 ulp). GFLOP/s count the matmuls only (see "
              "`benchmarks/sweep_speed.py`). The last column is the largest difference of the "
              "members' last training loss from the optax baseline's (same order, same "
              "maths: rounding only; not for the floor, which trains otherwise).", ""]

@@ -288,8 +288,9 @@ def sweep(
             evaluation's memory to ``B`` members' intermediates and, on CPU,
             keeps them in cache (digits MLP 64-32-10, 1797 evaluation
             examples, K=1024, ``B=64``: the whole sweep 1.14x faster). The
-            evaluations then differ from the vmapped ones by the rounding of
-            matrix products (about 1 ulp; see
+            evaluations then differ from the vmapped ones in the last bit
+            (about 1 ulp: matrix products and sums over examples may add up
+            in another order; see
             :func:`~jaxopt_core.training.evaluation.measure_members`), as
             with ``chunk_size``; training is unchanged unless it reads them
             (``search``). Needs ``eval_fn`` and the members on one device.

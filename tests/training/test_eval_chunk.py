@@ -1,8 +1,9 @@
 """``sweep(..., eval_chunk_size=B)``: evaluations over blocks of B members.
 
 Against the vmapped evaluation (the default): the same values bit for bit on
-a model without matrix products, the same up to the rounding of matrix
-products on one with them, training untouched either way; the program's
+a model without matrix products, the same up to float32 rounding on one with
+them (the block's program may add products and sums over examples up in
+another order), training untouched either way; the program's
 memory smaller when the evaluation's activations dominate; bad values refused
 with the argument named."""
 
