@@ -283,9 +283,11 @@ def measure_members(one: Callable, params: Any, chunk: int | None) -> Any:
     3.1e-7 relative), as ``chunk_size`` does for training, because XLA
     compiles the block's shape, not K's, and two things in that program
     may add up in another order: a matrix product (XLA:CPU's kernel
-    depends on the number of members in it) and a sum over examples (the
-    layout XLA picks for the ``[members, examples]`` values decides whether
-    each member's sum runs along a row or down a column). Measured with
+    depends on the number of members in it) and a sum over examples (XLA
+    picks the layout of the ``[members, examples]`` values per program, and
+    a row-wise and a column-wise float32 sum of one ``[256, 1797]`` array
+    differed in 77% of rows, while row-wise sums over 64 or 256 rows
+    agreed). Measured with
     jax 0.10.2 on CPU: on the digits MLP (K = 256 and 1024, blocks of 64)
     the per-example losses came out equal bit for bit and only their mean
     differed (in 25-27% of members); on a 3-feature linear model (K = 7,
